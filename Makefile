@@ -1,0 +1,17 @@
+# The two commands of README.md. Both do all set-up on a fresh machine (Go-built control plane,
+# Debian packages, Rust crates), caching under ~/.cache/fledge so later runs are fast.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/fledge/target
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test env-up env-down
+demo: ## Run fledge's main job on the local control plane
+	@tests/env/demo
+
+test: ## Build the env if needed, start it, run the whole test suite, stop it
+	@tests/env/test
+
+env-up:
+	@tests/env/up
+env-down:
+	@tests/env/down

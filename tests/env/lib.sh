@@ -1,0 +1,57 @@
+# Helpers shared by tests/env/{up,down}. Sourced, not run.
+# shellcheck shell=bash
+log() { printf '[env] %s\n' "$*" >&2; }
+
+# pid_alive NAME: the process recorded for NAME is running and is still our binary.
+pid_alive() {
+  local f="$ENV_STATE/pids/$1" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+  # Guard against pid reuse: the command line must mention our state dir or binary dir.
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE "($ENV_BIN|$ENV_STATE|prometheus)" || return 1
+}
+
+# free_port: a TCP port on 127.0.0.1 nobody listens on (and that we did not hand out before).
+declare -A _given_ports=()
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 30000 ))
+    [ -n "${_given_ports[$p]:-}" ] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      _given_ports[$p]=1
+      echo "$p"
+      return 0
+    fi
+  done
+  log "no free port found"; return 1
+}
+
+# start NAME BINARY ARGS...: start a component in its own session, log to logs/NAME.log.
+start() {
+  local name="$1"; shift
+  setsid "$@" >"$ENV_STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$ENV_STATE/pids/$name"
+}
+
+# fail NAME MESSAGE: report a failed start with the tail of the component's log.
+fail() {
+  log "$2"
+  if [ -f "$ENV_STATE/logs/$1.log" ]; then
+    log "last lines of $ENV_STATE/logs/$1.log:"
+    tail -n 30 "$ENV_STATE/logs/$1.log" >&2
+  fi
+  exit 1
+}
+
+# wait_for NAME TIMEOUT_S COMMAND...: poll COMMAND until it succeeds, the component dies, or time runs out.
+wait_for() {
+  local name="$1" timeout="$2"; shift 2
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    pid_alive "$name" || fail "$name" "$name exited during start-up"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$name" "$name not ready after ${timeout}s"
+    sleep 0.2
+  done
+}
