@@ -7,7 +7,12 @@ use std::path::PathBuf;
 /// fledge: GitOps with progressive delivery. Keeps a cluster equal to a config repository, ships
 /// workload changes as metric-gated canaries, and reverts failed changes in git.
 #[derive(Debug, Parser)]
-#[command(name = "fledge", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "fledge",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -46,9 +51,66 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
     },
+    /// Render a bundle of a config repository to the objects fledge would apply.
+    ///
+    /// REPO is a local directory (read as it is on disk, uncommitted changes included), a bare
+    /// repository, or a git URL (https://, ssh://, git@host:path, file://), read at --rev.
+    /// Prints a multi-document YAML stream (or one JSON v1 List), in apply order.
+    Render(RenderArgs),
+    /// Check that a bundle renders; print a one-line summary, or every error found (exit 1).
+    Validate(SourceArgs),
     /// Print a shell completion script (e.g. `fledge completions bash > /etc/bash_completion.d/fledge`).
     Completions {
         /// Shell to generate completions for.
         shell: clap_complete::Shell,
     },
+}
+
+/// Where to read a bundle from.
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// Local directory, bare repository or git URL.
+    #[arg(value_name = "REPO")]
+    pub repo: String,
+    /// Bundle directory (holding fledge.yaml) or file inside the repository, e.g. clusters/production.
+    #[arg(long, default_value = ".")]
+    pub path: String,
+    /// Revision to read (branch, tag or commit). Default: the work tree for a local directory,
+    /// the default branch for a bare repository or URL.
+    #[arg(long)]
+    pub rev: Option<String>,
+    /// Ask the cluster (API discovery) for the scope of kinds that are not built in.
+    #[arg(long)]
+    pub discover: bool,
+    /// Directory for repository mirrors (default ~/.cache/fledge/repos; env FLEDGE_CACHE_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Refuse renders with more objects than this.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_objects: usize,
+    /// Value of the fledge.dev/config-repo label put on every object.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// Arguments of `fledge render`.
+#[derive(Debug, Args, Clone)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = RenderFormat::Yaml)]
+    pub output: RenderFormat,
+    /// Keep running and render again whenever a file of the local directory changes.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// Output formats of `fledge render`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderFormat {
+    /// Multi-document YAML stream.
+    Yaml,
+    /// One `v1` `List` with the objects as items.
+    Json,
 }

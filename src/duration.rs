@@ -20,14 +20,19 @@ pub struct ParseError {
 /// Parses a Go-style duration made of one or more `<number><unit>` parts, unit one of
 /// `ms`, `s`, `m`, `h`. Fractions are allowed (`1.5m`); a bare number is not.
 pub fn parse(input: &str) -> Result<Duration, ParseError> {
-    let err = |reason| ParseError { input: input.to_owned(), reason };
+    let err = |reason| ParseError {
+        input: input.to_owned(),
+        reason,
+    };
     if input.is_empty() {
         return Err(err("empty"));
     }
     let mut total = 0f64;
     let mut rest = input;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(err("expected a number"));
         }

@@ -10,3 +10,5 @@ pub mod crd;
 pub mod duration;
 pub mod labels;
 pub mod logging;
+pub mod render;
+pub mod source;

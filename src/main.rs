@@ -3,7 +3,10 @@
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use fledge::cli::{Cli, Command};
+use std::path::Path;
 use std::process::ExitCode;
+
+mod cmd;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,18 +25,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Crds { output_dir: None } => {
             print!("{}", fledge::crd::all_yaml().context("serialising CRDs")?);
         }
-        Command::Crds { output_dir: Some(dir) } => {
+        Command::Crds {
+            output_dir: Some(dir),
+        } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for crd in fledge::crd::all() {
                 let path = dir.join(fledge::crd::file_name(&crd));
                 let yaml = fledge::crd::to_yaml(&crd).context("serialising CRD")?;
-                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }
+        }
+        Command::Render(args) => {
+            return cmd::render::render_cmd(args, cli.global.kubeconfig.as_deref());
+        }
+        Command::Validate(args) => {
+            return cmd::render::validate_cmd(args, cli.global.kubeconfig.as_deref());
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fledge", &mut std::io::stdout());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Kubernetes client from `--kubeconfig`, else the usual inference (KUBECONFIG, ~/.kube/config,
+/// in-cluster).
+pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration found (use --kubeconfig)")?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }

@@ -4,9 +4,14 @@
 use std::path::Path;
 
 fn repo_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crds")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}\nregenerate with: cargo run -- crds --output-dir crds", path.display())
+        panic!(
+            "{}: {e}\nregenerate with: cargo run -- crds --output-dir crds",
+            path.display()
+        )
     })
 }
 
@@ -24,7 +29,10 @@ fn committed_crds_match_generated_ones() {
 
 #[test]
 fn fledge_crds_prints_the_committed_files() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge")).arg("crds").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .arg("crds")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let mut expected = String::new();
     for crd in fledge::crd::all() {
@@ -40,8 +48,12 @@ fn every_schema_field_is_documented() {
         if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
             for (name, sub) in props {
                 let p = format!("{path}.{name}");
-                let top_level = path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&name.as_str());
-                let described = sub.get("description").and_then(|d| d.as_str()).is_some_and(|d| !d.trim().is_empty());
+                let top_level =
+                    path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&name.as_str());
+                let described = sub
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .is_some_and(|d| !d.trim().is_empty());
                 if !described && !top_level {
                     missing.push(p.clone());
                 }
@@ -56,14 +68,24 @@ fn every_schema_field_is_documented() {
     for crd in fledge::crd::all() {
         let json = serde_json::to_value(&crd).unwrap();
         let kind = json["spec"]["names"]["kind"].as_str().unwrap().to_owned();
-        walk(&kind, &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"], &mut missing);
+        walk(
+            &kind,
+            &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            &mut missing,
+        );
     }
-    assert!(missing.is_empty(), "fields without a description: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:#?}"
+    );
 }
 
 #[test]
 fn rollouts_print_phase_step_weight_and_age() {
-    let rollout = fledge::crd::all().into_iter().find(|c| c.spec.names.kind == "Rollout").unwrap();
+    let rollout = fledge::crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "Rollout")
+        .unwrap();
     let cols: Vec<String> = rollout.spec.versions[0]
         .additional_printer_columns
         .as_ref()
@@ -73,5 +95,12 @@ fn rollouts_print_phase_step_weight_and_age() {
         .map(|c| c.name.clone())
         .collect();
     assert_eq!(cols, ["Phase", "Step", "Weight", "Age"]);
-    assert!(rollout.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+    assert!(
+        rollout.spec.versions[0]
+            .subresources
+            .as_ref()
+            .unwrap()
+            .status
+            .is_some()
+    );
 }

@@ -165,7 +165,10 @@ pub struct ScoreSpec {
 
 impl Default for ScoreSpec {
     fn default() -> Self {
-        Self { pass: default_pass(), marginal: default_marginal() }
+        Self {
+            pass: default_pass(),
+            marginal: default_marginal(),
+        }
     }
 }
 
@@ -191,7 +194,10 @@ pub struct OnErrorSpec {
 
 impl Default for OnErrorSpec {
     fn default() -> Self {
-        Self { retries: default_retries(), backoff: default_backoff() }
+        Self {
+            retries: default_retries(),
+            backoff: default_backoff(),
+        }
     }
 }
 

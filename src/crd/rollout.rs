@@ -93,13 +93,21 @@ pub struct TrafficSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub istio: Option<IstioTraffic>,
     /// Split with Gateway API HTTPRoute `backendRefs` weights.
-    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_api: Option<GatewayApiTraffic>,
 }
 
 impl Default for TrafficSpec {
     fn default() -> Self {
-        Self { replicas: Some(ReplicasTraffic {}), istio: None, gateway_api: None }
+        Self {
+            replicas: Some(ReplicasTraffic {}),
+            istio: None,
+            gateway_api: None,
+        }
     }
 }
 

@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-const NOT_RUNNING: &str = "control plane not running: run tests/env/up (the README's test command does this for you)";
+const NOT_RUNNING: &str =
+    "control plane not running: run tests/env/up (the README's test command does this for you)";
 
 /// The running test environment, as described by the env file `tests/env/up` writes.
 #[derive(Clone, Debug)]
@@ -27,10 +28,12 @@ pub struct Env {
 impl Env {
     /// Location of the env file: `$FLEDGE_ENV_STATE/env`, default `~/.cache/fledge/state/env`.
     pub fn file() -> PathBuf {
-        let state = std::env::var_os("FLEDGE_ENV_STATE").map(PathBuf::from).unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/fledge/state")
-        });
+        let state = std::env::var_os("FLEDGE_ENV_STATE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").expect("HOME is not set");
+                Path::new(&home).join(".cache/fledge/state")
+            });
         state.join("env")
     }
 
@@ -48,7 +51,9 @@ impl Env {
     }
 
     pub fn var(&self, key: &str) -> &str {
-        self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from {}", Self::file().display()))
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from {}", Self::file().display()))
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -90,11 +95,17 @@ impl Env {
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-    format!("{prefix}-{}", radix36((std::process::id() as u128) << 40 ^ (t & 0xff_ffff_ffff) ^ (n as u128) << 20))
-        .chars()
-        .take(40)
-        .collect()
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!(
+        "{prefix}-{}",
+        radix36((std::process::id() as u128) << 40 ^ (t & 0xff_ffff_ffff) ^ (n as u128) << 20)
+    )
+    .chars()
+    .take(40)
+    .collect()
 }
 
 fn radix36(mut v: u128) -> String {
@@ -125,7 +136,10 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        TestNamespace { name, env: env.clone() }
+        TestNamespace {
+            name,
+            env: env.clone(),
+        }
     }
 }
 
@@ -135,7 +149,13 @@ impl Drop for TestNamespace {
         let _ = self
             .env
             .kubectl()
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -166,19 +186,29 @@ pub async fn install_crds(client: &Client) {
     let pp = PatchParams::apply("fledge-tests").force();
     for crd in fledge::crd::all() {
         let name = crd.metadata.name.clone().unwrap();
-        api.patch(&name, &pp, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        api.patch(&name, &pp, &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
     }
     for crd in fledge::crd::all() {
         let name = crd.metadata.name.clone().unwrap();
-        eventually(&format!("CRD {name} Established"), Duration::from_secs(30), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await.ok()?;
-                let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(())
-            }
-        })
+        eventually(
+            &format!("CRD {name} Established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await.ok()?;
+                    let established = crd
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                }
+            },
+        )
         .await;
     }
 }
@@ -213,19 +243,37 @@ impl Prometheus {
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new(prometheus_binary())
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("starting prometheus (install Debian's prometheus package; tests/env/build does)");
+            .expect(
+                "starting prometheus (install Debian's prometheus package; tests/env/build does)",
+            );
         let url = format!("http://127.0.0.1:{port}");
-        let mut p = Prometheus { url, child, _dir: dir };
+        let mut p = Prometheus {
+            url,
+            child,
+            _dir: dir,
+        };
         let ready = format!("{}/-/ready", p.url);
         eventually("prometheus ready", Duration::from_secs(30), || {
             let ready = ready.clone();
-            async move { http_get(&ready).await.ok().filter(|(s, _)| *s == 200).map(|_| ()) }
+            async move {
+                http_get(&ready)
+                    .await
+                    .ok()
+                    .filter(|(s, _)| *s == 200)
+                    .map(|_| ())
+            }
         })
         .await;
         assert!(p.child.try_wait().unwrap().is_none(), "prometheus exited");
@@ -256,7 +304,11 @@ fn prometheus_binary() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Minimal HTTP/1.0 GET over a plain TCP connection (loopback test servers only).
@@ -264,7 +316,10 @@ pub fn free_port() -> u16 {
 pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http:// URL");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut stream = tokio::net::TcpStream::connect(host).await?;
     // HTTP/1.0: the server answers with a plain body (no chunked encoding) and closes.
     let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
@@ -272,7 +327,14 @@ pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }

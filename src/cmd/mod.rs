@@ -1,0 +1,3 @@
+//! Glue between the command line and the library (binary only; errors are `anyhow`).
+
+pub mod render;

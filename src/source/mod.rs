@@ -1,0 +1,398 @@
+//! `source`: repository settings → a commit and its tree, read straight from git objects (no
+//! work tree). Remote repositories are mirrored (bare) under a cache directory, one per URL, and
+//! fetched incrementally. Also: a file watcher for local work trees (the inner dev loop).
+//!
+//! libgit2 is blocking: async callers use [`fetch_async`], which runs on `spawn_blocking`.
+
+mod watch;
+
+pub use watch::watch;
+
+use crate::render::{Entry, FileTree};
+use git2::{ErrorClass, ErrorCode, FetchOptions, Oid, RemoteCallbacks, Repository};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Credentials for a remote. Never logged or shown: [`redact`] URLs before printing them.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    /// HTTPS token (sent as the password, user `x-access-token`).
+    Token(String),
+    /// SSH private key in PEM/OpenSSH format, with optional passphrase.
+    SshKey {
+        private_key: String,
+        passphrase: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::None => "None",
+            Auth::Token(_) => "Token(<redacted>)",
+            Auth::SshKey { .. } => "SshKey(<redacted>)",
+        })
+    }
+}
+
+/// Why a source operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Auth,
+    NotFound,
+    Network,
+    Other,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Auth => "authentication failed",
+            Reason::NotFound => "not found",
+            Reason::Network => "network error",
+            Reason::Other => "git error",
+        })
+    }
+}
+
+/// A source error naming the remote (credentials removed), the ref and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{action} {remote}{}: {reason}: {detail}", reference.as_ref().map(|r| format!(" (ref {r})")).unwrap_or_default())]
+pub struct SourceError {
+    pub action: &'static str,
+    pub remote: String,
+    pub reference: Option<String>,
+    pub reason: Reason,
+    pub detail: String,
+}
+
+pub type Result<T, E = SourceError> = std::result::Result<T, E>;
+
+fn classify(e: &git2::Error) -> Reason {
+    let msg = e.message().to_ascii_lowercase();
+    if e.code() == ErrorCode::Auth
+        || msg.contains("authentication")
+        || msg.contains("401")
+        || msg.contains("403")
+        || msg.contains("credentials")
+    {
+        Reason::Auth
+    } else if e.code() == ErrorCode::NotFound
+        || msg.contains("not found")
+        || msg.contains("does not appear to be a git repository")
+        || msg.contains("could not find repository")
+        || msg.contains("404")
+    {
+        Reason::NotFound
+    } else if matches!(
+        e.class(),
+        ErrorClass::Net | ErrorClass::Ssl | ErrorClass::Http | ErrorClass::Ssh | ErrorClass::Os
+    ) {
+        Reason::Network
+    } else {
+        Reason::Other
+    }
+}
+
+/// `url` without user info (tokens in URLs never reach messages).
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((_, host)) = rest.split_once('@').filter(|(u, _)| !u.contains('/'))
+    {
+        return format!("{scheme}://{host}");
+    }
+    url.to_owned()
+}
+
+/// Whether `s` names a remote (URL or scp-like `user@host:path`) rather than a local path.
+pub fn is_remote(s: &str) -> bool {
+    s.contains("://") || (s.contains('@') && s.contains(':') && !Path::new(s).exists())
+}
+
+/// Default cache directory for mirrors: `$FLEDGE_CACHE_DIR`, else `~/.cache/fledge/repos`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("FLEDGE_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("fledge").join("repos")
+}
+
+/// A bare local mirror of one remote.
+pub struct Mirror {
+    url: String,
+    path: PathBuf,
+    repo: Repository,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("url", &redact(&self.url))
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Mirror {
+    /// Opens (or creates) the mirror of `url` under `cache_dir`.
+    pub fn open(cache_dir: &Path, url: &str) -> Result<Mirror> {
+        let err = |e: git2::Error| SourceError {
+            action: "opening mirror of",
+            remote: redact(url),
+            reference: None,
+            reason: Reason::Other,
+            detail: e.message().to_owned(),
+        };
+        let digest = Sha256::digest(url.as_bytes());
+        let id: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let readable: String = redact(url)
+            .rsplit(['/', ':'])
+            .find(|s| !s.is_empty())
+            .unwrap_or("repo")
+            .trim_end_matches(".git")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(40)
+            .collect();
+        let path = cache_dir.join(format!("{readable}-{id}.git"));
+        std::fs::create_dir_all(cache_dir).map_err(|e| SourceError {
+            action: "creating cache directory for",
+            remote: redact(url),
+            reference: None,
+            reason: Reason::Other,
+            detail: format!("{}: {e}", cache_dir.display()),
+        })?;
+        let repo = match Repository::open_bare(&path) {
+            Ok(r) => r,
+            Err(_) => Repository::init_bare(&path).map_err(err)?,
+        };
+        Ok(Mirror {
+            url: url.to_owned(),
+            path,
+            repo,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Fetches all branches and tags (incrementally: only missing objects are transferred) and
+    /// records the remote's default branch as the mirror's HEAD.
+    pub fn fetch(&self, auth: &Auth) -> Result<()> {
+        let fail = |e: git2::Error| SourceError {
+            action: "fetching",
+            remote: redact(&self.url),
+            reference: None,
+            reason: classify(&e),
+            detail: e.message().to_owned(),
+        };
+        let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
+        let mut callbacks = RemoteCallbacks::new();
+        let auth = auth.clone();
+        let mut tries = 0;
+        callbacks.credentials(move |_url, user, allowed| {
+            tries += 1;
+            if tries > 3 {
+                return Err(git2::Error::new(
+                    ErrorCode::Auth,
+                    ErrorClass::Net,
+                    "authentication failed: credentials rejected",
+                ));
+            }
+            match &auth {
+                Auth::Token(t) if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) => {
+                    git2::Cred::userpass_plaintext("x-access-token", t)
+                }
+                Auth::SshKey {
+                    private_key,
+                    passphrase,
+                } if allowed.contains(git2::CredentialType::SSH_KEY) => {
+                    git2::Cred::ssh_key_from_memory(
+                        user.unwrap_or("git"),
+                        None,
+                        private_key,
+                        passphrase.as_deref(),
+                    )
+                }
+                _ => Err(git2::Error::new(
+                    ErrorCode::Auth,
+                    ErrorClass::Net,
+                    "authentication required but no usable credentials configured",
+                )),
+            }
+        });
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(callbacks);
+        opts.download_tags(git2::AutotagOption::All);
+        opts.prune(git2::FetchPrune::On);
+        remote
+            .fetch(
+                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                Some(&mut opts),
+                None,
+            )
+            .map_err(fail)?;
+        if let Ok(buf) = remote.default_branch()
+            && let Ok(name) = buf.as_str()
+        {
+            let _ = self.repo.set_head(name);
+        }
+        Ok(())
+    }
+
+    /// Resolves a branch, tag, commit sha or `HEAD` to a commit.
+    pub fn resolve(&self, rev: &str) -> Result<Oid> {
+        resolve_rev(&self.repo, rev).map_err(|e| SourceError {
+            action: "resolving",
+            remote: redact(&self.url),
+            reference: Some(rev.to_owned()),
+            reason: classify(&e),
+            detail: e.message().to_owned(),
+        })
+    }
+}
+
+/// Resolves `rev` (branch name first, then any revspec) to a commit id.
+pub fn resolve_rev(repo: &Repository, rev: &str) -> std::result::Result<Oid, git2::Error> {
+    if let Ok(r) = repo.find_reference(&format!("refs/heads/{rev}"))
+        && let Ok(c) = r.peel_to_commit()
+    {
+        return Ok(c.id());
+    }
+    let obj = repo.revparse_single(rev)?;
+    Ok(obj.peel_to_commit()?.id())
+}
+
+/// Opens a local repository (bare or with a work tree).
+pub fn open_local(path: &Path) -> Result<Repository> {
+    Repository::open(path).map_err(|e| SourceError {
+        action: "opening",
+        remote: path.display().to_string(),
+        reference: None,
+        reason: classify(&e),
+        detail: e.message().to_owned(),
+    })
+}
+
+/// Fetches `url` into its mirror and resolves `rev` (default: the remote's default branch),
+/// on the blocking thread pool. Returns the commit id.
+pub async fn fetch_async(
+    cache_dir: PathBuf,
+    url: String,
+    auth: Auth,
+    rev: Option<String>,
+) -> Result<String> {
+    let remote = redact(&url);
+    tokio::task::spawn_blocking(move || {
+        let mirror = Mirror::open(&cache_dir, &url)?;
+        mirror.fetch(&auth)?;
+        Ok(mirror
+            .resolve(rev.as_deref().unwrap_or("HEAD"))?
+            .to_string())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(SourceError {
+            action: "fetching",
+            remote,
+            reference: None,
+            reason: Reason::Other,
+            detail: e.to_string(),
+        })
+    })
+}
+
+/// The tree of one commit, read straight from git objects. Symlinks are reported as such (their
+/// target is the blob content) so the renderer can check they stay inside the tree.
+pub struct GitTree<'r> {
+    repo: &'r Repository,
+    tree: git2::Tree<'r>,
+    commit: Oid,
+}
+
+impl<'r> GitTree<'r> {
+    pub fn at(repo: &'r Repository, commit: Oid) -> std::result::Result<GitTree<'r>, git2::Error> {
+        let tree = repo.find_commit(commit)?.tree()?;
+        Ok(GitTree { repo, tree, commit })
+    }
+
+    pub fn commit(&self) -> Oid {
+        self.commit
+    }
+}
+
+impl FileTree for GitTree<'_> {
+    fn entry(&self, path: &str) -> Result<Entry, String> {
+        if path.is_empty() {
+            return Ok(Entry::Dir);
+        }
+        let entry = match self.tree.get_path(Path::new(path)) {
+            Ok(e) => e,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(Entry::Missing),
+            Err(e) => return Err(e.message().to_owned()),
+        };
+        match entry.kind() {
+            Some(git2::ObjectType::Tree) => Ok(Entry::Dir),
+            Some(git2::ObjectType::Blob) => {
+                let blob = self
+                    .repo
+                    .find_blob(entry.id())
+                    .map_err(|e| e.message().to_owned())?;
+                if entry.filemode() == 0o120000 {
+                    Ok(Entry::Symlink {
+                        target: String::from_utf8_lossy(blob.content()).into_owned(),
+                    })
+                } else {
+                    Ok(Entry::File {
+                        size: blob.size() as u64,
+                    })
+                }
+            }
+            // Submodules (commits) and anything else are not part of the config.
+            _ => Ok(Entry::Missing),
+        }
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        let entry = self
+            .tree
+            .get_path(Path::new(path))
+            .map_err(|e| e.message().to_owned())?;
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .map_err(|e| e.message().to_owned())?;
+        Ok(blob.content().to_vec())
+    }
+
+    fn list(&self, path: &str) -> Result<Vec<String>, String> {
+        let names = |t: &git2::Tree| {
+            t.iter()
+                .filter_map(|e| e.name().ok().map(str::to_owned))
+                .collect()
+        };
+        if path.is_empty() {
+            return Ok(names(&self.tree));
+        }
+        let entry = self
+            .tree
+            .get_path(Path::new(path))
+            .map_err(|e| e.message().to_owned())?;
+        let sub = self
+            .repo
+            .find_tree(entry.id())
+            .map_err(|e| e.message().to_owned())?;
+        Ok(names(&sub))
+    }
+}
