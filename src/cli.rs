@@ -59,6 +59,12 @@ pub enum Command {
     Render(RenderArgs),
     /// Check that a bundle renders; print a one-line summary, or every error found (exit 1).
     Validate(SourceArgs),
+    /// Judge a canary against its baseline with an AnalysisTemplate and Prometheus, from any
+    /// pipeline. Waits for the window (or judges a past one with --at) and prints the report.
+    ///
+    /// Exit codes: 0 Pass, 2 Fail, 3 Marginal or Inconclusive (no data, or Prometheus errors:
+    /// fail safe), 1 usage error or unusable template.
+    Analyze(AnalyzeArgs),
     /// Print a shell completion script (e.g. `fledge completions bash > /etc/bash_completion.d/fledge`).
     Completions {
         /// Shell to generate completions for.
@@ -113,4 +119,63 @@ pub enum RenderFormat {
     Yaml,
     /// One `v1` `List` with the objects as items.
     Json,
+}
+
+/// Arguments of `fledge analyze`.
+#[derive(Debug, Args, Clone)]
+pub struct AnalyzeArgs {
+    /// AnalysisTemplate YAML file.
+    #[arg(long, value_name = "FILE")]
+    pub template: PathBuf,
+    /// Prometheus base URL (overrides the template's spec.prometheus.address).
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// Value of {{service}} in queries.
+    #[arg(long)]
+    pub service: String,
+    /// Value of {{namespace}} in queries.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Extra query variable, repeatable: --set region=eu-west-1.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+    /// Track label value of the canary ({{track}} in its queries).
+    #[arg(long, default_value = "canary")]
+    pub canary_track: String,
+    /// Track label value of the baseline.
+    #[arg(long, default_value = "baseline")]
+    pub baseline_track: String,
+    /// Value of {{revision}} in queries.
+    #[arg(long, default_value = "")]
+    pub revision: String,
+    /// Length of the window judged (Go duration).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// One sample per interval (default: the template's spec.interval).
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<std::time::Duration>,
+    /// Judge the window ending at this time (RFC 3339) instead of waiting for a new one.
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+}
+
+/// Output formats of `fledge analyze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }

@@ -5,6 +5,7 @@
 //! The crate is organised as the pipeline in `DESIGN.md` §2; each module's `//!` line says where
 //! it sits.
 
+pub mod analysis;
 pub mod cli;
 pub mod crd;
 pub mod duration;

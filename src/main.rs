@@ -43,6 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => {
             return cmd::render::validate_cmd(args, cli.global.kubeconfig.as_deref());
         }
+        Command::Analyze(args) => return cmd::analyze::analyze_cmd(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fledge", &mut std::io::stdout());
         }

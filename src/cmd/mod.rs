@@ -1,3 +1,4 @@
 //! Glue between the command line and the library (binary only; errors are `anyhow`).
 
+pub mod analyze;
 pub mod render;

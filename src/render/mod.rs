@@ -375,7 +375,7 @@ impl Loader<'_> {
         let dir = tree::parent(&path).to_owned();
         let mut items = Vec::new();
         for include in &spec.include {
-            let line = find_line(&text, include, 0);
+            let line = find_include_line(&text, include);
             let joined = match join(&dir, include) {
                 Ok(j) => j,
                 Err(k) => {
@@ -606,6 +606,19 @@ fn find_line(text: &str, needle: &str, nth: usize) -> Option<usize> {
         .enumerate()
         .filter(|(_, l)| l.contains(needle))
         .nth(nth)
+        .map(|(i, _)| i + 1)
+}
+
+/// 1-based line of an `include` entry: the first line at or after the `include:` key that
+/// mentions it.
+fn find_include_line(text: &str, include: &str) -> Option<usize> {
+    let start = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("include"))?;
+    text.lines()
+        .enumerate()
+        .skip(start)
+        .find(|(_, l)| l.contains(include))
         .map(|(i, _)| i + 1)
 }
 

@@ -83,6 +83,8 @@ fn classify(e: &git2::Error) -> Reason {
         || msg.contains("not found")
         || msg.contains("does not appear to be a git repository")
         || msg.contains("could not find repository")
+        || msg.contains("failed to resolve path")
+        || msg.contains("no such file or directory")
         || msg.contains("404")
     {
         Reason::NotFound
@@ -121,6 +123,13 @@ pub fn default_cache_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("fledge").join("repos")
+}
+
+/// What one fetch transferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchStats {
+    pub received_objects: usize,
+    pub received_bytes: usize,
 }
 
 /// A bare local mirror of one remote.
@@ -189,7 +198,7 @@ impl Mirror {
 
     /// Fetches all branches and tags (incrementally: only missing objects are transferred) and
     /// records the remote's default branch as the mirror's HEAD.
-    pub fn fetch(&self, auth: &Auth) -> Result<()> {
+    pub fn fetch(&self, auth: &Auth) -> Result<FetchStats> {
         let fail = |e: git2::Error| SourceError {
             action: "fetching",
             remote: redact(&self.url),
@@ -243,12 +252,17 @@ impl Mirror {
                 None,
             )
             .map_err(fail)?;
+        let stats = remote.stats();
+        let stats = FetchStats {
+            received_objects: stats.received_objects(),
+            received_bytes: stats.received_bytes(),
+        };
         if let Ok(buf) = remote.default_branch()
             && let Ok(name) = buf.as_str()
         {
             let _ = self.repo.set_head(name);
         }
-        Ok(())
+        Ok(stats)
     }
 
     /// Resolves a branch, tag, commit sha or `HEAD` to a commit.
