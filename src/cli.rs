@@ -65,6 +65,13 @@ pub enum Command {
     /// Exit codes: 0 Pass, 2 Fail, 3 Marginal or Inconclusive (no data, or Prometheus errors:
     /// fail safe), 1 usage error or unusable template.
     Analyze(AnalyzeArgs),
+    /// Run the agent: keep the cluster equal to every ConfigRepo (fetch, render, apply, prune,
+    /// heal drift, report health). With --repo, first create or update a ConfigRepo for it, so
+    /// one command gets a cluster going.
+    Run(RunArgs),
+    /// Show what applying a bundle would change in the live cluster: a diff per object (from a
+    /// server-side apply dry run) and a summary. Exit 0 no changes, 2 changes, 1 error.
+    Plan(PlanArgs),
     /// Print a shell completion script (e.g. `fledge completions bash > /etc/bash_completion.d/fledge`).
     Completions {
         /// Shell to generate completions for.
@@ -178,4 +185,91 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// Arguments of `fledge run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Repository to follow (URL, bare repository, or a local directory read as it is). Creates
+    /// or updates the ConfigRepo named --name; without it, the agent serves existing ConfigRepos.
+    #[arg(long, value_name = "URL|DIR")]
+    pub repo: Option<String>,
+    /// Bundle directory inside the repository (with --repo).
+    #[arg(long, default_value = ".")]
+    pub path: String,
+    /// Branch to follow (with --repo).
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Name of the ConfigRepo (with --repo; default: the last component of --path, or "default").
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Polling interval (with --repo).
+    #[arg(long, default_value = "1m")]
+    pub interval: String,
+    /// Namespace of the agent (Lease, inventory ConfigMaps, default Secret namespace).
+    #[arg(long, default_value = "fledge-system", env = "FLEDGE_NAMESPACE")]
+    pub namespace: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "FLEDGE_LISTEN")]
+    pub listen: String,
+    /// Directory for repository mirrors.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Elect a leader through a Lease (run several replicas; one writes).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// How long a leader's Lease lasts without renewal before another replica takes over.
+    #[arg(long, default_value = "15s")]
+    pub lease_duration: String,
+    /// Identity in the Lease (default: host name and process id).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Concurrent requests while applying.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Install or update fledge's CRDs at start.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub install_crds: bool,
+}
+
+/// Arguments of `fledge plan`.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Local directory, bare repository or git URL.
+    #[arg(long, value_name = "URL|DIR")]
+    pub repo: String,
+    /// Bundle directory inside the repository.
+    #[arg(long, default_value = ".")]
+    pub path: String,
+    /// Revision to read (default: the work tree of a directory, the default branch of a URL).
+    #[arg(long)]
+    pub rev: Option<String>,
+    /// ConfigRepo whose inventory decides what would be pruned (default as for `fledge run`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
+    /// No ANSI colours (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub no_color: bool,
+    /// Directory for repository mirrors.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Output formats of `fledge plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+/// The ConfigRepo name `fledge run`/`plan` use when none is given: the last component of the
+/// bundle path, as a DNS label, or `default`.
+pub fn default_repo_name(path: &str) -> String {
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let name: String = last.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name = name.trim_matches('-').chars().take(50).collect::<String>();
+    if name.is_empty() { "default".into() } else { name }
 }

@@ -6,10 +6,20 @@
 //! it sits.
 
 pub mod analysis;
+pub mod apply;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod labels;
 pub mod logging;
+pub mod plan;
 pub mod render;
+pub mod server;
 pub mod source;
+
+/// Selects rustls' crypto provider for the process. Dependencies compile in more than one
+/// (aws-lc-rs and ring) and rustls refuses to guess; call this before making any client.
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

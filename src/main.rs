@@ -10,6 +10,7 @@ mod cmd;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    fledge::install_crypto();
     fledge::logging::init(cli.global.log_format, cli.global.verbose);
     match run(cli) {
         Ok(code) => code,
@@ -44,6 +45,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return cmd::render::validate_cmd(args, cli.global.kubeconfig.as_deref());
         }
         Command::Analyze(args) => return cmd::analyze::analyze_cmd(args),
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return rt.block_on(cmd::run::run_cmd(args, cli.global.kubeconfig.as_deref()));
+        }
+        Command::Plan(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return rt.block_on(cmd::plan::plan_cmd(args, cli.global.kubeconfig.as_deref()));
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fledge", &mut std::io::stdout());
         }

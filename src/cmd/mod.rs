@@ -1,4 +1,6 @@
 //! Glue between the command line and the library (binary only; errors are `anyhow`).
 
 pub mod analyze;
+pub mod plan;
 pub mod render;
+pub mod run;

@@ -24,7 +24,7 @@ fn auth_from_env() -> anyhow::Result<Auth> {
 }
 
 /// Runs `f` on the tree the source arguments name.
-fn with_tree<R>(args: &SourceArgs, f: impl FnOnce(&dyn FileTree) -> R) -> anyhow::Result<R> {
+pub fn with_tree<R>(args: &SourceArgs, f: impl FnOnce(&dyn FileTree) -> R) -> anyhow::Result<R> {
     let local = Path::new(&args.repo);
     if !source::is_remote(&args.repo) && local.exists() {
         let is_bare = git2::Repository::open_bare(local).is_ok();

@@ -184,6 +184,10 @@ pub struct InventoryEntry {
     pub namespace: String,
     /// Name.
     pub name: String,
+    /// What fledge last saw of the object after applying it: `g<N>` (metadata.generation) or
+    /// `r<N>` (resourceVersion, for kinds without generation). A different live value is drift.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub observed: String,
 }
 
 /// Object counts by state.

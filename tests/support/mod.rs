@@ -71,6 +71,7 @@ impl Env {
 
     /// A client for the env's API server. Panics when the API server does not answer.
     pub async fn client(&self) -> Client {
+        fledge::install_crypto();
         let kc = Kubeconfig::read_from(self.kubeconfig()).expect("reading the env's kubeconfig");
         let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await

@@ -1,0 +1,285 @@
+//! `apply`: the cluster side of a sync. Resolves kinds through API discovery, reads the live
+//! objects a ConfigRepo manages (one label-selected LIST per kind), server-side applies desired
+//! objects with field manager `fledge` in apply order (CRDs first, then waits until they are
+//! Established), deletes pruned objects, and judges the health of what is live.
+
+mod health;
+
+pub use health::{health, Health};
+
+use crate::labels::{CONFIG_REPO_LABEL, CONTENT_HASH_ANNOTATION, FIELD_MANAGER, PRUNE_ANNOTATION};
+use crate::plan::Live;
+use crate::render::{kind_rank, ObjectKey};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::Scope;
+use kube::Client;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Error categories (a fixed set: used as metric labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    Conflict,
+    Invalid,
+    Forbidden,
+    UnknownKind,
+    Unavailable,
+    Other,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Conflict => "conflict",
+            Category::Invalid => "invalid",
+            Category::Forbidden => "forbidden",
+            Category::UnknownKind => "unknown_kind",
+            Category::Unavailable => "unavailable",
+            Category::Other => "other",
+        }
+    }
+}
+
+/// An error about one object, or about talking to the cluster.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApplyError {
+    pub category: Category,
+    pub message: String,
+}
+
+impl ApplyError {
+    fn from_kube(e: &kube::Error) -> ApplyError {
+        let category = match e {
+            kube::Error::Api(s) if s.code == 409 => Category::Conflict,
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 => Category::Invalid,
+            kube::Error::Api(s) if s.code == 401 || s.code == 403 => Category::Forbidden,
+            kube::Error::Api(s) if s.code == 404 => Category::UnknownKind,
+            kube::Error::Api(s) if s.code >= 500 || s.code == 429 => Category::Unavailable,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => Category::Unavailable,
+            _ => Category::Other,
+        };
+        let message = match e {
+            kube::Error::Api(s) if s.code == 409 => format!("conflict with another field manager (set spec.force to take over): {}", s.message),
+            kube::Error::Api(s) => s.message.clone(),
+            other => other.to_string(),
+        };
+        ApplyError { category, message }
+    }
+}
+
+/// Whether an error means the API server is unreachable (worth a retry, not a report per object).
+pub fn is_unavailable(e: &ApplyError) -> bool {
+    e.category == Category::Unavailable
+}
+
+/// A resolved kind.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+/// Cluster access with a discovery cache.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    kinds: Arc<Mutex<HashMap<(String, String, String), Resolved>>>,
+    /// Concurrent requests per apply wave.
+    pub concurrency: usize,
+}
+
+fn split_api_version(api_version: &str) -> (String, String) {
+    match api_version.rsplit_once('/') {
+        Some((g, v)) => (g.to_owned(), v.to_owned()),
+        None => (String::new(), api_version.to_owned()),
+    }
+}
+
+/// `g<generation>` when the object has a generation, else `r<resourceVersion>`.
+pub fn marker(obj: &DynamicObject) -> String {
+    match obj.metadata.generation {
+        Some(g) if g > 0 => format!("g{g}"),
+        _ => format!("r{}", obj.metadata.resource_version.clone().unwrap_or_default()),
+    }
+}
+
+impl Cluster {
+    pub fn new(client: Client) -> Cluster {
+        Cluster { client, kinds: Arc::default(), concurrency: 32 }
+    }
+
+    /// Forgets discovered kinds (after CRDs changed).
+    pub async fn forget_kinds(&self) {
+        self.kinds.lock().await.clear();
+    }
+
+    /// Resolves `apiVersion` + `kind` to a resource, through discovery (cached).
+    pub async fn resolve(&self, api_version: &str, kind: &str) -> Result<Resolved, ApplyError> {
+        let (group, version) = split_api_version(api_version);
+        let key = (group.clone(), version.clone(), kind.to_owned());
+        if let Some(r) = self.kinds.lock().await.get(&key) {
+            return Ok(r.clone());
+        }
+        let gvk = GroupVersionKind::gvk(&group, &version, kind);
+        match kube::discovery::pinned_kind(&self.client, &gvk).await {
+            Ok((resource, caps)) => {
+                let r = Resolved { resource, namespaced: caps.scope == Scope::Namespaced };
+                self.kinds.lock().await.insert(key, r.clone());
+                Ok(r)
+            }
+            Err(e) => {
+                let mut err = ApplyError::from_kube(&e);
+                if err.category != Category::Unavailable {
+                    err = ApplyError { category: Category::UnknownKind, message: format!("the cluster does not serve {api_version} {kind} (is its CRD installed?)") };
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn api(&self, r: &Resolved, namespace: &str) -> Api<DynamicObject> {
+        if r.namespaced && !namespace.is_empty() {
+            Api::namespaced_with(self.client.clone(), namespace, &r.resource)
+        } else {
+            Api::all_with(self.client.clone(), &r.resource)
+        }
+    }
+
+    /// Live objects labelled for `repo`, for each of `kinds` (`(apiVersion, kind)`).
+    /// Kinds the cluster does not serve are skipped (nothing of them can be live).
+    pub async fn live(&self, repo: &str, kinds: &[(String, String)]) -> Result<BTreeMap<ObjectKey, (Live, DynamicObject)>, ApplyError> {
+        let mut out = BTreeMap::new();
+        let selector = format!("{CONFIG_REPO_LABEL}={repo}");
+        for (api_version, kind) in kinds {
+            let r = match self.resolve(api_version, kind).await {
+                Ok(r) => r,
+                Err(e) if e.category == Category::UnknownKind => continue,
+                Err(e) => return Err(e),
+            };
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
+            let mut lp = ListParams::default().labels(&selector).limit(2000);
+            loop {
+                let list = api.list(&lp).await.map_err(|e| ApplyError::from_kube(&e))?;
+                for obj in list.items {
+                    let key = ObjectKey {
+                        group: r.resource.group.clone(),
+                        kind: kind.clone(),
+                        namespace: obj.metadata.namespace.clone().unwrap_or_default(),
+                        name: obj.metadata.name.clone().unwrap_or_default(),
+                    };
+                    out.insert(key, (live_of(&obj, repo), obj));
+                }
+                match list.metadata.continue_ {
+                    Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads one object (for objects that may exist without fledge's label).
+    pub async fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<DynamicObject>, ApplyError> {
+        let r = self.resolve(api_version, kind).await?;
+        self.api(&r, namespace).get_opt(name).await.map_err(|e| ApplyError::from_kube(&e))
+    }
+
+    /// Server-side applies one object (its content hash added as an annotation).
+    pub async fn apply_one(&self, object: &Value, hash: &str, force: bool, dry_run: bool) -> Result<DynamicObject, ApplyError> {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let r = self.resolve(api_version, kind).await?;
+        let mut body = object.clone();
+        body["metadata"]["annotations"][CONTENT_HASH_ANNOTATION] = Value::String(hash.to_owned());
+        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let ns = body["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let mut pp = PatchParams::apply(FIELD_MANAGER);
+        if force {
+            pp = pp.force();
+        }
+        if dry_run {
+            pp = pp.dry_run();
+        }
+        self.api(&r, &ns).patch(&name, &pp, &Patch::Apply(&body)).await.map_err(|e| ApplyError::from_kube(&e))
+    }
+
+    /// Applies `objects` (`(index, object, hash)`) in waves of equal kind rank, each wave with
+    /// bounded concurrency. CRDs are waited for (Established) before the next wave.
+    pub async fn apply_all(&self, objects: Vec<(usize, Value, String)>, force: bool) -> Vec<(usize, Result<DynamicObject, ApplyError>)> {
+        let mut waves: BTreeMap<u8, Vec<(usize, Value, String)>> = BTreeMap::new();
+        for o in objects {
+            let group = split_api_version(o.1["apiVersion"].as_str().unwrap_or_default()).0;
+            let rank = kind_rank(&group, o.1["kind"].as_str().unwrap_or_default());
+            waves.entry(rank).or_default().push(o);
+        }
+        let mut results = Vec::new();
+        for (rank, wave) in waves {
+            let sem = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, obj, hash) in wave {
+                let (this, sem) = (self.clone(), sem.clone());
+                tasks.spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    (i, this.apply_one(&obj, &hash, force, false).await)
+                });
+            }
+            let mut crds = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                let Ok((i, res)) = done else { continue };
+                if rank == 0
+                    && let Ok(o) = &res
+                {
+                    crds.push(o.metadata.name.clone().unwrap_or_default());
+                }
+                results.push((i, res));
+            }
+            if !crds.is_empty() {
+                self.wait_established(&crds, Duration::from_secs(60)).await;
+                self.forget_kinds().await;
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results
+    }
+
+    async fn wait_established(&self, names: &[String], timeout: Duration) {
+        let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(self.client.clone());
+        let deadline = tokio::time::Instant::now() + timeout;
+        for name in names {
+            while tokio::time::Instant::now() < deadline {
+                let established = api.get_opt(name).await.ok().flatten().and_then(|c| c.status).and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                if established {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// Deletes an object (background propagation). Absent objects are fine.
+    pub async fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ApplyError> {
+        let r = self.resolve(api_version, kind).await?;
+        let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+        match self.api(&r, namespace).delete(name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(ApplyError::from_kube(&e)),
+        }
+    }
+}
+
+/// The plan's view of a live object.
+pub fn live_of(obj: &DynamicObject, repo: &str) -> Live {
+    let annotations = obj.metadata.annotations.as_ref();
+    Live {
+        hash: annotations.and_then(|a| a.get(CONTENT_HASH_ANNOTATION)).cloned(),
+        marker: marker(obj),
+        prune_disabled: annotations.and_then(|a| a.get(PRUNE_ANNOTATION)).is_some_and(|v| v == "disabled"),
+        labelled: obj.metadata.labels.as_ref().and_then(|l| l.get(CONFIG_REPO_LABEL)).is_some_and(|v| v == repo),
+    }
+}

@@ -1,0 +1,207 @@
+//! `controller`: the agent. Holds the leader Lease, keeps a queue of ConfigRepos, reconciles
+//! each on its interval, when its spec changes, and when one of its managed objects is changed
+//! by someone else (drift watchers), and stands down when it loses the Lease.
+
+mod leader;
+mod queue;
+mod reconcile;
+pub mod status;
+
+pub use leader::LeaseConfig;
+
+use crate::apply::Cluster;
+use crate::crd::ConfigRepo;
+use crate::render::Scopes;
+use crate::server::Metrics;
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::Client;
+use queue::Queue;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Mutex};
+
+/// Settings of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Namespace of the agent: its Lease, Secrets without a namespace, inventory ConfigMaps.
+    pub namespace: String,
+    /// Where repository mirrors live.
+    pub cache_dir: PathBuf,
+    /// Leader election; `None` runs as the only agent.
+    pub lease: Option<LeaseConfig>,
+    /// Concurrent requests while applying.
+    pub concurrency: usize,
+    /// Delay before reconciling after a managed object changed (coalesces bursts).
+    pub drift_debounce: Duration,
+}
+
+/// The agent: shared by its tasks.
+pub struct Agent {
+    pub client: Client,
+    pub cluster: Cluster,
+    pub opts: AgentOptions,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    sources: Mutex<HashMap<String, reconcile::SourceCache>>,
+    scopes: Mutex<Option<(Instant, Scopes)>>,
+    queue: Arc<Queue>,
+    watched: Mutex<BTreeSet<(String, String)>>,
+    watchers: Mutex<tokio::task::JoinSet<()>>,
+    /// Generation last reconciled per repo (status-only updates do not requeue).
+    generations: Mutex<HashMap<String, Option<i64>>>,
+    /// Repos whose next reconcile must fetch (spec changed, webhook).
+    force_fetch: Mutex<BTreeSet<String>>,
+}
+
+impl Agent {
+    pub fn new(client: Client, opts: AgentOptions, metrics: Arc<Metrics>) -> Arc<Agent> {
+        let identity = opts.lease.as_ref().map(|l| l.identity.clone());
+        let recorder = Recorder::new(client.clone(), Reporter { controller: "fledge".into(), instance: identity });
+        let mut cluster = Cluster::new(client.clone());
+        cluster.concurrency = opts.concurrency;
+        Arc::new(Agent {
+            client,
+            cluster,
+            opts,
+            metrics,
+            recorder,
+            sources: Mutex::default(),
+            scopes: Mutex::default(),
+            queue: Arc::default(),
+            watched: Mutex::default(),
+            watchers: Mutex::default(),
+            generations: Mutex::default(),
+            force_fetch: Mutex::default(),
+        })
+    }
+
+    /// Asks for a reconcile of `repo` soon, fetching git first (webhooks, CLI).
+    pub async fn trigger(&self, repo: &str) {
+        self.force_fetch.lock().await.insert(repo.to_owned());
+        self.queue.push(repo, Duration::ZERO);
+    }
+
+    /// Starts drift watchers for kinds not watched yet.
+    async fn watch_kinds(self: &Agent, kinds: &[(String, String)]) {
+        let mut watched = self.watched.lock().await;
+        for (api_version, kind) in kinds {
+            if watched.contains(&(api_version.clone(), kind.clone())) {
+                continue;
+            }
+            let Ok(r) = self.cluster.resolve(api_version, kind).await else { continue };
+            watched.insert((api_version.clone(), kind.clone()));
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
+            let cfg = watcher::Config::default().labels(crate::labels::CONFIG_REPO_LABEL);
+            let queue = self.queue.clone();
+            let debounce = self.opts.drift_debounce;
+            self.watchers.lock().await.spawn(async move {
+                let mut initial = true;
+                let mut stream = watcher::watcher(api, cfg).boxed();
+                while let Some(ev) = stream.next().await {
+                    match ev {
+                        Ok(watcher::Event::Init) => initial = true,
+                        Ok(watcher::Event::InitDone) => initial = false,
+                        Ok(watcher::Event::InitApply(_)) => {}
+                        Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) if !initial => {
+                            if let Some(repo) = reconcile::repo_of(&obj) {
+                                queue.push(&repo, debounce);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    }
+
+}
+
+/// Runs the agent's work while it is the leader.
+async fn work(agent: Arc<Agent>) {
+    let repos: Api<ConfigRepo> = Api::all(agent.client.clone());
+    let watch_agent = agent.clone();
+    let repo_watch = tokio::spawn(async move {
+        let mut stream = watcher::watcher(repos, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                    let name = r.metadata.name.clone().unwrap_or_default();
+                    let mut gens = watch_agent.generations.lock().await;
+                    if gens.get(&name) != Some(&r.metadata.generation) {
+                        gens.insert(name.clone(), r.metadata.generation);
+                        drop(gens);
+                        watch_agent.force_fetch.lock().await.insert(name.clone());
+                        watch_agent.queue.push(&name, Duration::ZERO);
+                    }
+                }
+                Ok(watcher::Event::Delete(r)) => {
+                    let name = r.metadata.name.clone().unwrap_or_default();
+                    watch_agent.generations.lock().await.remove(&name);
+                    watch_agent.queue.remove(&name);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "ConfigRepo watch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    let _repo_watch = AbortOnDrop(repo_watch);
+    loop {
+        let name = agent.queue.pop().await;
+        let force = agent.force_fetch.lock().await.remove(&name);
+        let next = agent.reconcile(&name, force).await;
+        if next != Duration::MAX {
+            agent.queue.push(&name, next);
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the agent until the task is dropped: leader election, then reconciling while leader.
+pub async fn run(agent: Arc<Agent>, ready: Arc<AtomicBool>) {
+    // Readiness: the API server answers.
+    loop {
+        if agent.client.apiserver_version().await.is_ok() {
+            ready.store(true, Ordering::Relaxed);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (tx, mut rx) = watch::channel(agent.opts.lease.is_none());
+    let _lease = agent.opts.lease.clone().map(|cfg| AbortOnDrop(tokio::spawn(leader::run(agent.client.clone(), cfg, tx))));
+    loop {
+        while !*rx.borrow_and_update() {
+            agent.metrics.leader.set(0);
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+        agent.metrics.leader.set(1);
+        tracing::info!("leading: reconciling ConfigRepos");
+        let worker = AbortOnDrop(tokio::spawn(work(agent.clone())));
+        while *rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        tracing::warn!("lost leadership: standing by");
+        drop(worker);
+        agent.watchers.lock().await.abort_all();
+        agent.watched.lock().await.clear();
+        agent.generations.lock().await.clear();
+    }
+}

@@ -1,0 +1,121 @@
+//! `server`: the agent's HTTP endpoints — `/healthz` (process alive), `/readyz` (API server
+//! reachable), `/metrics` (Prometheus text) — and the metrics themselves. Metric labels come
+//! from fixed sets (error categories, states), never from error strings.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepoState {
+    pub repo: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepoLabel {
+    pub repo: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepoReason {
+    pub repo: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabel {
+    pub category: String,
+}
+
+/// The agent's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub reconcile_duration: Family<ResultLabel, Histogram>,
+    pub objects: Family<RepoState, Gauge>,
+    pub drift: Family<RepoLabel, Counter>,
+    pub prune_refusals: Family<RepoReason, Counter>,
+    pub fetch_errors: Family<ReasonLabel, Counter>,
+    pub apply_errors: Family<CategoryLabel, Counter>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("fledge");
+        let reconcile_duration = Family::<ResultLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        });
+        let objects = Family::<RepoState, Gauge>::default();
+        let drift = Family::<RepoLabel, Counter>::default();
+        let prune_refusals = Family::<RepoReason, Counter>::default();
+        let fetch_errors = Family::<ReasonLabel, Counter>::default();
+        let apply_errors = Family::<CategoryLabel, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("reconcile_duration_seconds", "Duration of ConfigRepo reconciles", reconcile_duration.clone());
+        registry.register("objects", "Managed objects by state after the last sync", objects.clone());
+        registry.register("drift", "Managed objects found changed or deleted by someone else", drift.clone());
+        registry.register("prune_refusals", "Prunes refused by a guard (empty render, mass prune)", prune_refusals.clone());
+        registry.register("git_fetch_errors", "Failed git fetches by reason", fetch_errors.clone());
+        registry.register("apply_errors", "Failed applies and deletes by category", apply_errors.clone());
+        registry.register("is_leader", "1 when this agent holds the leader lease", leader.clone());
+        Metrics { registry, reconcile_duration, objects, drift, prune_refusals, fetch_errors, apply_errors, leader }
+    }
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Shared state of the HTTP endpoints.
+#[derive(Clone)]
+pub struct Probes {
+    pub metrics: Arc<Metrics>,
+    /// Set once the API server answered.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The router: `/healthz`, `/readyz`, `/metrics`.
+pub fn router(probes: Probes) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|axum::extract::State(p): axum::extract::State<Probes>| async move {
+                if p.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(|axum::extract::State(p): axum::extract::State<Probes>| async move {
+                ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], p.metrics.encode())
+            }),
+        )
+        .with_state(probes)
+}
+
+/// Serves the router on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, probes: Probes) -> std::io::Result<()> {
+    axum::serve(listener, router(probes)).await
+}
