@@ -9,24 +9,36 @@
 //!
 //! `cargo bench --bench analysis` runs the full sizes; under `cargo test` it runs small ones.
 
-use fledge::analysis::{self, query::{Params, Window}, stats};
+use fledge::analysis::{
+    self,
+    query::{Params, Window},
+    stats,
+};
 use fledge::crd::AnalysisTemplateSpec;
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((*seed >> 11) as f64) / ((1u64 << 53) as f64)
 }
 
 fn series(n: usize, center: f64, seed: u64) -> Vec<f64> {
     let mut s = seed;
-    (0..n).map(|_| center * (1.0 + 0.3 * (lcg(&mut s) - 0.5)) + 0.01 * (lcg(&mut s) * 10.0).floor()).collect()
+    (0..n)
+        .map(|_| center * (1.0 + 0.3 * (lcg(&mut s) - 0.5)) + 0.01 * (lcg(&mut s) * 10.0).floor())
+        .collect()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Prom(Child);
@@ -37,7 +49,13 @@ impl Drop for Prom {
     }
 }
 
-fn prometheus_with_data(dir: &std::path::Path, metrics: usize, start: i64, end: i64, step: i64) -> (Prom, String) {
+fn prometheus_with_data(
+    dir: &std::path::Path,
+    metrics: usize,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> (Prom, String) {
     let mut om = String::new();
     let _ = writeln!(om, "# TYPE bench_value gauge");
     let mut seed = 7u64;
@@ -46,7 +64,10 @@ fn prometheus_with_data(dir: &std::path::Path, metrics: usize, start: i64, end: 
             let mut t = start;
             while t <= end {
                 let v = 100.0 + m as f64 + 5.0 * lcg(&mut seed);
-                let _ = writeln!(om, "bench_value{{metric=\"m{m}\",track=\"{track}\"}} {v} {t}");
+                let _ = writeln!(
+                    om,
+                    "bench_value{{metric=\"m{m}\",track=\"{track}\"}} {v} {t}"
+                );
                 t += step;
             }
         }
@@ -60,11 +81,22 @@ fn prometheus_with_data(dir: &std::path::Path, metrics: usize, start: i64, end: 
         .arg(&data)
         .output()
         .expect("promtool (Debian package prometheus)");
-    assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
-    std::fs::write(dir.join("prometheus.yml"), "global: {scrape_interval: 1m}\nscrape_configs: []\n").unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        "global: {scrape_interval: 1m}\nscrape_configs: []\n",
+    )
+    .unwrap();
     let port = free_port();
     let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
         .arg(format!("--storage.tsdb.path={}", data.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--storage.tsdb.retention.time=100y")
@@ -75,7 +107,10 @@ fn prometheus_with_data(dir: &std::path::Path, metrics: usize, start: i64, end: 
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..300 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && Command::new("curl").args(["-sf", &format!("{url}/-/ready")]).output().is_ok_and(|o| o.status.success())
+            && Command::new("curl")
+                .args(["-sf", &format!("{url}/-/ready")])
+                .output()
+                .is_ok_and(|o| o.status.success())
         {
             break;
         }
@@ -85,16 +120,24 @@ fn prometheus_with_data(dir: &std::path::Path, metrics: usize, start: i64, end: 
 }
 
 fn template(metrics: usize) -> AnalysisTemplateSpec {
-    let mut yaml = String::from("prometheus: {address: x}\ninterval: 10s\nminSamples: 5\nmetrics:\n");
+    let mut yaml =
+        String::from("prometheus: {address: x}\ninterval: 10s\nminSamples: 5\nmetrics:\n");
     for m in 0..metrics {
-        let _ = writeln!(yaml, "- {{name: m{m}, query: 'sum(bench_value{{metric=\"m{m}\",track=\"{{{{track}}}}\"}})', threshold: {{max: 1000}}, compare: {{fail: increase, tolerance: 0.1}}}}");
+        let _ = writeln!(
+            yaml,
+            "- {{name: m{m}, query: 'sum(bench_value{{metric=\"m{m}\",track=\"{{{{track}}}}\"}})', threshold: {{max: 1000}}, compare: {{fail: increase, tolerance: 0.1}}}}"
+        );
     }
     serde_saphyr::from_str(&yaml).unwrap()
 }
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    let (metrics, minutes, judge_n, rounds) = if bench { (100, 30, 10_000, 5) } else { (5, 5, 500, 1) };
+    let (metrics, minutes, judge_n, rounds) = if bench {
+        (100, 30, 10_000, 5)
+    } else {
+        (5, 5, 500, 1)
+    };
 
     // 1. Through Prometheus.
     let dir = tempfile::tempdir().unwrap();
@@ -103,21 +146,44 @@ fn main() {
     let start = end - minutes * 60;
     let (_prom, url) = prometheus_with_data(dir.path(), metrics, start - 600, end + 600, 10);
     let spec = template(metrics);
-    let params = Params { service: "bench".into(), namespace: "bench".into(), canary_track: "canary".into(), baseline_track: "baseline".into(), ..Params::default() };
-    let window = Window { start, end, interval: Duration::from_secs(10) };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let params = Params {
+        service: "bench".into(),
+        namespace: "bench".into(),
+        canary_track: "canary".into(),
+        baseline_track: "baseline".into(),
+        ..Params::default()
+    };
+    let window = Window {
+        start,
+        end,
+        interval: Duration::from_secs(10),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut times = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
-        let v = rt.block_on(analysis::analyze(&spec, "bench", &params, &url, window)).unwrap();
+        let v = rt
+            .block_on(analysis::analyze(&spec, "bench", &params, &url, window))
+            .unwrap();
         times.push(t.elapsed());
         assert_eq!(v.metrics.len(), metrics);
         let n = v.metrics[0].canary.expect("samples").n;
         assert_eq!(n as i64, minutes * 6 + 1, "one sample per 10 s");
     }
     times.sort();
-    println!("analysis through Prometheus: {metrics} metrics x 2 tracks, {minutes} min window at 10 s ({} points per query), {rounds} rounds", minutes * 6 + 1);
-    println!("  median {:.1} ms  (runs: {:?} ms)", times[times.len() / 2].as_secs_f64() * 1e3, times.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
+    println!(
+        "analysis through Prometheus: {metrics} metrics x 2 tracks, {minutes} min window at 10 s ({} points per query), {rounds} rounds",
+        minutes * 6 + 1
+    );
+    println!(
+        "  median {:.1} ms  (runs: {:?} ms)",
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    );
 
     // 2. The judge alone, and R on the same data.
     let x = series(judge_n, 1.05, 1);
@@ -130,7 +196,12 @@ fn main() {
     }
     let ours = t.elapsed() / reps;
     let mw = last.unwrap();
-    let fmt = |v: &[f64]| v.iter().map(|f| format!("{f:.17e}")).collect::<Vec<_>>().join("\n");
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|f| format!("{f:.17e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     std::fs::write(dir.path().join("x.txt"), fmt(&x)).unwrap();
     std::fs::write(dir.path().join("y.txt"), fmt(&y)).unwrap();
     let script = format!(
@@ -140,15 +211,36 @@ fn main() {
         d = dir.path().display()
     );
     let r = Command::new("Rscript").args(["-e", &script]).output();
-    println!("judge alone: Mann-Whitney U + 98% CI + Hodges-Lehmann over {judge_n} vs {judge_n} samples");
-    println!("  fledge  {:.1} ms per judgement (estimate {:.6}, CI [{:.6}, {:.6}], p {:.3e})", ours.as_secs_f64() * 1e3, mw.estimate, mw.ci_low, mw.ci_high, mw.p_value);
+    println!(
+        "judge alone: Mann-Whitney U + 98% CI + Hodges-Lehmann over {judge_n} vs {judge_n} samples"
+    );
+    println!(
+        "  fledge  {:.1} ms per judgement (estimate {:.6}, CI [{:.6}, {:.6}], p {:.3e})",
+        ours.as_secs_f64() * 1e3,
+        mw.estimate,
+        mw.ci_low,
+        mw.ci_high,
+        mw.p_value
+    );
     match r {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
-            let f: Vec<f64> = text.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-            println!("  R       {:.1} ms per judgement (estimate {:.6}, CI low {:.6}, p {:.3e})", f[0] * 1e3, f[3], f[2], f[1]);
+            let f: Vec<f64> = text
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            println!(
+                "  R       {:.1} ms per judgement (estimate {:.6}, CI low {:.6}, p {:.3e})",
+                f[0] * 1e3,
+                f[3],
+                f[2],
+                f[1]
+            );
             println!("  ratio R/fledge: {:.1}x", f[0] / ours.as_secs_f64());
-            assert!((f[3] - mw.estimate).abs() <= 1e-6 * f[3].abs().max(1e-9), "same estimate as R");
+            assert!(
+                (f[3] - mw.estimate).abs() <= 1e-6 * f[3].abs().max(1e-9),
+                "same estimate as R"
+            );
         }
         _ => println!("  R not available (install r-base-core for the side-by-side figure)"),
     }

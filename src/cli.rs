@@ -227,6 +227,9 @@ pub struct RunArgs {
     /// Concurrent requests while applying.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Only serve ConfigRepos matching this label selector (e.g. shard=a).
+    #[arg(long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
     /// Install or update fledge's CRDs at start.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub install_crds: bool,
@@ -269,7 +272,15 @@ pub enum PlanFormat {
 /// bundle path, as a DNS label, or `default`.
 pub fn default_repo_name(path: &str) -> String {
     let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let name: String = last.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name: String = last
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     let name = name.trim_matches('-').chars().take(50).collect::<String>();
-    if name.is_empty() { "default".into() } else { name }
+    if name.is_empty() {
+        "default".into()
+    } else {
+        name
+    }
 }

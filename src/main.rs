@@ -46,11 +46,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Analyze(args) => return cmd::analyze::analyze_cmd(args),
         Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             return rt.block_on(cmd::run::run_cmd(args, cli.global.kubeconfig.as_deref()));
         }
         Command::Plan(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             return rt.block_on(cmd::plan::plan_cmd(args, cli.global.kubeconfig.as_deref()));
         }
         Command::Completions { shell } => {

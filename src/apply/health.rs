@@ -26,7 +26,10 @@ fn int(v: &Value) -> i64 {
 }
 
 fn condition<'v>(obj: &'v Value, type_: &str) -> Option<&'v Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
 }
 
 /// Health of a live object (its JSON), with a short reason when not healthy.
@@ -44,16 +47,26 @@ pub fn health(obj: &Value) -> (Health, String) {
                 return (Health::Degraded, "progress deadline exceeded".into());
             }
             let want = obj["spec"]["replicas"].as_i64().unwrap_or(1);
-            let (updated, available, total) = (int(&status["updatedReplicas"]), int(&status["availableReplicas"]), int(&status["replicas"]));
+            let (updated, available, total) = (
+                int(&status["updatedReplicas"]),
+                int(&status["availableReplicas"]),
+                int(&status["replicas"]),
+            );
             if stale || updated < want || available < want || total > want {
-                (Health::Progressing, format!("{available}/{want} available, {updated} updated"))
+                (
+                    Health::Progressing,
+                    format!("{available}/{want} available, {updated} updated"),
+                )
             } else {
                 (Health::Healthy, String::new())
             }
         }
         "StatefulSet" => {
             let want = obj["spec"]["replicas"].as_i64().unwrap_or(1);
-            let (ready, updated) = (int(&status["readyReplicas"]), int(&status["updatedReplicas"]));
+            let (ready, updated) = (
+                int(&status["readyReplicas"]),
+                int(&status["updatedReplicas"]),
+            );
             let same_revision = status["currentRevision"] == status["updateRevision"];
             if stale || ready < want || updated < want || !same_revision {
                 (Health::Progressing, format!("{ready}/{want} ready"))
@@ -63,7 +76,10 @@ pub fn health(obj: &Value) -> (Health, String) {
         }
         "DaemonSet" => {
             let want = int(&status["desiredNumberScheduled"]);
-            let (available, updated) = (int(&status["numberAvailable"]), int(&status["updatedNumberScheduled"]));
+            let (available, updated) = (
+                int(&status["numberAvailable"]),
+                int(&status["updatedNumberScheduled"]),
+            );
             if stale || available < want || updated < want {
                 (Health::Progressing, format!("{available}/{want} available"))
             } else {
@@ -75,16 +91,24 @@ pub fn health(obj: &Value) -> (Health, String) {
                 return (Health::Degraded, "job failed".into());
             }
             let completions = obj["spec"]["completions"].as_i64().unwrap_or(1);
-            if int(&status["succeeded"]) >= completions || condition(obj, "Complete").is_some_and(|c| c["status"] == "True") {
+            if int(&status["succeeded"]) >= completions
+                || condition(obj, "Complete").is_some_and(|c| c["status"] == "True")
+            {
                 (Health::Healthy, String::new())
             } else {
-                (Health::Progressing, format!("{}/{completions} succeeded", int(&status["succeeded"])))
+                (
+                    Health::Progressing,
+                    format!("{}/{completions} succeeded", int(&status["succeeded"])),
+                )
             }
         }
         "PersistentVolumeClaim" => match status["phase"].as_str() {
             Some("Bound") => (Health::Healthy, String::new()),
             Some("Lost") => (Health::Degraded, "claim lost".into()),
-            other => (Health::Progressing, format!("phase {}", other.unwrap_or("Pending"))),
+            other => (
+                Health::Progressing,
+                format!("phase {}", other.unwrap_or("Pending")),
+            ),
         },
         "CustomResourceDefinition" => {
             if condition(obj, "Established").is_some_and(|c| c["status"] == "True") {
@@ -96,7 +120,9 @@ pub fn health(obj: &Value) -> (Health, String) {
         "Pod" => match status["phase"].as_str() {
             Some("Failed") => (Health::Degraded, "pod failed".into()),
             Some("Succeeded") => (Health::Healthy, String::new()),
-            _ if condition(obj, "Ready").is_some_and(|c| c["status"] == "True") => (Health::Healthy, String::new()),
+            _ if condition(obj, "Ready").is_some_and(|c| c["status"] == "True") => {
+                (Health::Healthy, String::new())
+            }
             _ => (Health::Progressing, "not ready".into()),
         },
         _ => (Health::Healthy, String::new()),
@@ -120,10 +146,19 @@ mod tests {
 
     #[test]
     fn jobs_pvcs_crds_and_others() {
-        assert_eq!(health(&json!({"kind": "Job", "spec": {}, "status": {"succeeded": 1}})).0, Health::Healthy);
+        assert_eq!(
+            health(&json!({"kind": "Job", "spec": {}, "status": {"succeeded": 1}})).0,
+            Health::Healthy
+        );
         assert_eq!(health(&json!({"kind": "Job", "status": {"conditions": [{"type": "Failed", "status": "True"}]}})).0, Health::Degraded);
-        assert_eq!(health(&json!({"kind": "PersistentVolumeClaim", "status": {"phase": "Pending"}})).0, Health::Progressing);
-        assert_eq!(health(&json!({"kind": "PersistentVolumeClaim", "status": {"phase": "Bound"}})).0, Health::Healthy);
+        assert_eq!(
+            health(&json!({"kind": "PersistentVolumeClaim", "status": {"phase": "Pending"}})).0,
+            Health::Progressing
+        );
+        assert_eq!(
+            health(&json!({"kind": "PersistentVolumeClaim", "status": {"phase": "Bound"}})).0,
+            Health::Healthy
+        );
         assert_eq!(health(&json!({"kind": "CustomResourceDefinition", "status": {"conditions": [{"type": "Established", "status": "True"}]}})).0, Health::Healthy);
         assert_eq!(health(&json!({"kind": "ConfigMap"})).0, Health::Healthy);
     }

@@ -5,15 +5,17 @@
 
 mod health;
 
-pub use health::{health, Health};
+pub use health::{Health, health};
 
 use crate::labels::{CONFIG_REPO_LABEL, CONTENT_HASH_ANNOTATION, FIELD_MANAGER, PRUNE_ANNOTATION};
 use crate::plan::Live;
-use crate::render::{kind_rank, ObjectKey};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use crate::render::{ObjectKey, kind_rank};
+use kube::Client;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy,
+};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::Scope;
-use kube::Client;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -64,7 +66,10 @@ impl ApplyError {
             _ => Category::Other,
         };
         let message = match e {
-            kube::Error::Api(s) if s.code == 409 => format!("conflict with another field manager (set spec.force to take over): {}", s.message),
+            kube::Error::Api(s) if s.code == 409 => format!(
+                "conflict with another field manager (set spec.force to take over): {}",
+                s.message
+            ),
             kube::Error::Api(s) => s.message.clone(),
             other => other.to_string(),
         };
@@ -104,13 +109,20 @@ fn split_api_version(api_version: &str) -> (String, String) {
 pub fn marker(obj: &DynamicObject) -> String {
     match obj.metadata.generation {
         Some(g) if g > 0 => format!("g{g}"),
-        _ => format!("r{}", obj.metadata.resource_version.clone().unwrap_or_default()),
+        _ => format!(
+            "r{}",
+            obj.metadata.resource_version.clone().unwrap_or_default()
+        ),
     }
 }
 
 impl Cluster {
     pub fn new(client: Client) -> Cluster {
-        Cluster { client, kinds: Arc::default(), concurrency: 32 }
+        Cluster {
+            client,
+            kinds: Arc::default(),
+            concurrency: 32,
+        }
     }
 
     /// Forgets discovered kinds (after CRDs changed).
@@ -128,14 +140,22 @@ impl Cluster {
         let gvk = GroupVersionKind::gvk(&group, &version, kind);
         match kube::discovery::pinned_kind(&self.client, &gvk).await {
             Ok((resource, caps)) => {
-                let r = Resolved { resource, namespaced: caps.scope == Scope::Namespaced };
+                let r = Resolved {
+                    resource,
+                    namespaced: caps.scope == Scope::Namespaced,
+                };
                 self.kinds.lock().await.insert(key, r.clone());
                 Ok(r)
             }
             Err(e) => {
                 let mut err = ApplyError::from_kube(&e);
                 if err.category != Category::Unavailable {
-                    err = ApplyError { category: Category::UnknownKind, message: format!("the cluster does not serve {api_version} {kind} (is its CRD installed?)") };
+                    err = ApplyError {
+                        category: Category::UnknownKind,
+                        message: format!(
+                            "the cluster does not serve {api_version} {kind} (is its CRD installed?)"
+                        ),
+                    };
                 }
                 Err(err)
             }
@@ -152,7 +172,11 @@ impl Cluster {
 
     /// Live objects labelled for `repo`, for each of `kinds` (`(apiVersion, kind)`).
     /// Kinds the cluster does not serve are skipped (nothing of them can be live).
-    pub async fn live(&self, repo: &str, kinds: &[(String, String)]) -> Result<BTreeMap<ObjectKey, (Live, DynamicObject)>, ApplyError> {
+    pub async fn live(
+        &self,
+        repo: &str,
+        kinds: &[(String, String)],
+    ) -> Result<BTreeMap<ObjectKey, (Live, DynamicObject)>, ApplyError> {
         let mut out = BTreeMap::new();
         let selector = format!("{CONFIG_REPO_LABEL}={repo}");
         for (api_version, kind) in kinds {
@@ -184,20 +208,41 @@ impl Cluster {
     }
 
     /// Reads one object (for objects that may exist without fledge's label).
-    pub async fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<DynamicObject>, ApplyError> {
+    pub async fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<DynamicObject>, ApplyError> {
         let r = self.resolve(api_version, kind).await?;
-        self.api(&r, namespace).get_opt(name).await.map_err(|e| ApplyError::from_kube(&e))
+        self.api(&r, namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| ApplyError::from_kube(&e))
     }
 
     /// Server-side applies one object (its content hash added as an annotation).
-    pub async fn apply_one(&self, object: &Value, hash: &str, force: bool, dry_run: bool) -> Result<DynamicObject, ApplyError> {
+    pub async fn apply_one(
+        &self,
+        object: &Value,
+        hash: &str,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<DynamicObject, ApplyError> {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
         let r = self.resolve(api_version, kind).await?;
         let mut body = object.clone();
         body["metadata"]["annotations"][CONTENT_HASH_ANNOTATION] = Value::String(hash.to_owned());
-        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let ns = body["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let ns = body["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let mut pp = PatchParams::apply(FIELD_MANAGER);
         if force {
             pp = pp.force();
@@ -205,13 +250,19 @@ impl Cluster {
         if dry_run {
             pp = pp.dry_run();
         }
-        self.api(&r, &ns).patch(&name, &pp, &Patch::Apply(&body)).await.map_err(|e| ApplyError::from_kube(&e))
+        self.api(&r, &ns)
+            .patch(&name, &pp, &Patch::Apply(&body))
+            .await
+            .map_err(|e| ApplyError::from_kube(&e))
     }
 
-    /// Applies `objects` (`(index, object, hash)`) in waves of equal kind rank, each wave with
-    /// bounded concurrency. CRDs are waited for (Established) before the next wave.
-    pub async fn apply_all(&self, objects: Vec<(usize, Value, String)>, force: bool) -> Vec<(usize, Result<DynamicObject, ApplyError>)> {
-        let mut waves: BTreeMap<u8, Vec<(usize, Value, String)>> = BTreeMap::new();
+    /// Applies `objects` (`(index, object, hash, force)`) in waves of equal kind rank, each wave
+    /// with bounded concurrency. CRDs are waited for (Established) before the next wave.
+    pub async fn apply_all(
+        &self,
+        objects: Vec<(usize, Value, String, bool)>,
+    ) -> Vec<(usize, Result<DynamicObject, ApplyError>)> {
+        let mut waves: BTreeMap<u8, Vec<(usize, Value, String, bool)>> = BTreeMap::new();
         for o in objects {
             let group = split_api_version(o.1["apiVersion"].as_str().unwrap_or_default()).0;
             let rank = kind_rank(&group, o.1["kind"].as_str().unwrap_or_default());
@@ -221,7 +272,7 @@ impl Cluster {
         for (rank, wave) in waves {
             let sem = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
             let mut tasks = tokio::task::JoinSet::new();
-            for (i, obj, hash) in wave {
+            for (i, obj, hash, force) in wave {
                 let (this, sem) = (self.clone(), sem.clone());
                 tasks.spawn(async move {
                     let _permit = sem.acquire_owned().await;
@@ -252,7 +303,17 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + timeout;
         for name in names {
             while tokio::time::Instant::now() < deadline {
-                let established = api.get_opt(name).await.ok().flatten().and_then(|c| c.status).and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                let established = api
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    });
                 if established {
                     break;
                 }
@@ -262,9 +323,18 @@ impl Cluster {
     }
 
     /// Deletes an object (background propagation). Absent objects are fine.
-    pub async fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ApplyError> {
+    pub async fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ApplyError> {
         let r = self.resolve(api_version, kind).await?;
-        let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
         match self.api(&r, namespace).delete(name, &dp).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -277,9 +347,18 @@ impl Cluster {
 pub fn live_of(obj: &DynamicObject, repo: &str) -> Live {
     let annotations = obj.metadata.annotations.as_ref();
     Live {
-        hash: annotations.and_then(|a| a.get(CONTENT_HASH_ANNOTATION)).cloned(),
+        hash: annotations
+            .and_then(|a| a.get(CONTENT_HASH_ANNOTATION))
+            .cloned(),
         marker: marker(obj),
-        prune_disabled: annotations.and_then(|a| a.get(PRUNE_ANNOTATION)).is_some_and(|v| v == "disabled"),
-        labelled: obj.metadata.labels.as_ref().and_then(|l| l.get(CONFIG_REPO_LABEL)).is_some_and(|v| v == repo),
+        prune_disabled: annotations
+            .and_then(|a| a.get(PRUNE_ANNOTATION))
+            .is_some_and(|v| v == "disabled"),
+        labelled: obj
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CONFIG_REPO_LABEL))
+            .is_some_and(|v| v == repo),
     }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use fledge::apply::Cluster;
-use fledge::cli::{default_repo_name, PlanArgs, PlanFormat, SourceArgs};
+use fledge::cli::{PlanArgs, PlanFormat, SourceArgs, default_repo_name};
 use fledge::crd::ConfigRepo;
 use fledge::labels::CONTENT_HASH_ANNOTATION;
 use fledge::render::{self, RenderOptions};
@@ -14,7 +14,14 @@ use std::process::ExitCode;
 /// Fields the server owns or that only say when and by whom: not part of a meaningful diff.
 fn clean(mut v: Value) -> Value {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"] {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "selfLink",
+        ] {
             meta.remove(k);
         }
         if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
@@ -41,17 +48,41 @@ struct Colors {
 
 impl Colors {
     fn paint(&self, code: &str, s: &str) -> String {
-        if self.on { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() }
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
 }
 
-pub async fn plan_cmd(args: PlanArgs, kubeconfig: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
-    let name = args.name.clone().unwrap_or_else(|| default_repo_name(&args.path));
+pub async fn plan_cmd(
+    args: PlanArgs,
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_repo_name(&args.path));
     let client = crate::kube_client(kubeconfig).await?;
     let scopes = render::discover(&client).await.context("API discovery")?;
-    let source = SourceArgs { repo: args.repo.clone(), path: args.path.clone(), rev: args.rev.clone(), discover: false, cache_dir: args.cache_dir.clone(), max_objects: 50_000, name: Some(name.clone()) };
-    let opts = RenderOptions { config_repo: Some(name.clone()), scopes, ..RenderOptions::default() };
-    let desired = tokio::task::block_in_place(|| crate::cmd::render::with_tree(&source, |tree| render::render(tree, &args.path, &opts)))?;
+    let source = SourceArgs {
+        repo: args.repo.clone(),
+        path: args.path.clone(),
+        rev: args.rev.clone(),
+        discover: false,
+        cache_dir: args.cache_dir.clone(),
+        max_objects: 50_000,
+        name: Some(name.clone()),
+    };
+    let opts = RenderOptions {
+        config_repo: Some(name.clone()),
+        scopes,
+        ..RenderOptions::default()
+    };
+    let desired = tokio::task::block_in_place(|| {
+        crate::cmd::render::with_tree(&source, |tree| render::render(tree, &args.path, &opts))
+    })?;
     let desired = match desired {
         Ok(d) => d,
         Err(errors) => {
@@ -63,11 +94,17 @@ pub async fn plan_cmd(args: PlanArgs, kubeconfig: Option<&std::path::Path>) -> a
         }
     };
     let cluster = Cluster::new(client.clone());
-    let colors = Colors { on: args.output == PlanFormat::Text && !args.no_color && std::io::stdout().is_terminal() };
-    let (mut creates, mut updates, mut unchanged, mut deletes) = (Vec::new(), Vec::new(), 0usize, Vec::new());
+    let colors = Colors {
+        on: args.output == PlanFormat::Text && !args.no_color && std::io::stdout().is_terminal(),
+    };
+    let (mut creates, mut updates, mut unchanged, mut deletes) =
+        (Vec::new(), Vec::new(), 0usize, Vec::new());
     let mut text = String::new();
     for o in &desired.objects {
-        let live = cluster.get(&o.api_version, &o.key.kind, &o.key.namespace, &o.key.name).await.map_err(|e| anyhow::anyhow!("reading {}: {e}", o.key))?;
+        let live = cluster
+            .get(&o.api_version, &o.key.kind, &o.key.namespace, &o.key.name)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", o.key))?;
         match live {
             None => {
                 creates.push(o.key.to_string());
@@ -76,16 +113,34 @@ pub async fn plan_cmd(args: PlanArgs, kubeconfig: Option<&std::path::Path>) -> a
                     text.push_str(&colors.paint("32", &format!("+ {line}\n")));
                 }
             }
-            Some(l) if l.metadata.annotations.as_ref().and_then(|a| a.get(CONTENT_HASH_ANNOTATION)) == Some(&o.hash) => unchanged += 1,
+            Some(l)
+                if l.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(CONTENT_HASH_ANNOTATION))
+                    == Some(&o.hash) =>
+            {
+                unchanged += 1
+            }
             Some(l) => {
-                let after = cluster.apply_one(&o.object, &o.hash, true, true).await.map_err(|e| anyhow::anyhow!("dry run of {}: {e}", o.key))?;
-                let (before, after) = (yaml(&clean(serde_json::to_value(&l)?)), yaml(&clean(serde_json::to_value(&after)?)));
+                let after = cluster
+                    .apply_one(&o.object, &o.hash, true, true)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("dry run of {}: {e}", o.key))?;
+                let (before, after) = (
+                    yaml(&clean(serde_json::to_value(&l)?)),
+                    yaml(&clean(serde_json::to_value(&after)?)),
+                );
                 if before == after {
                     unchanged += 1;
                     continue;
                 }
                 let diff = similar::TextDiff::from_lines(&before, &after);
-                let unified = diff.unified_diff().context_radius(3).header("live", "git").to_string();
+                let unified = diff
+                    .unified_diff()
+                    .context_radius(3)
+                    .header("live", "git")
+                    .to_string();
                 text.push_str(&colors.paint("33;1", &format!("~ update {}\n", o.key)));
                 for line in unified.lines() {
                     let painted = match line.chars().next() {
@@ -100,8 +155,12 @@ pub async fn plan_cmd(args: PlanArgs, kubeconfig: Option<&std::path::Path>) -> a
             }
         }
     }
-    if let Some(repo) = Api::<ConfigRepo>::all(client.clone()).get_opt(&name).await? {
-        let wanted: std::collections::BTreeSet<String> = desired.objects.iter().map(|o| o.key.to_string()).collect();
+    if let Some(repo) = Api::<ConfigRepo>::all(client.clone())
+        .get_opt(&name)
+        .await?
+    {
+        let wanted: std::collections::BTreeSet<String> =
+            desired.objects.iter().map(|o| o.key.to_string()).collect();
         for e in repo.status.unwrap_or_default().inventory {
             let key = fledge::plan::entry_key(&e).to_string();
             if !wanted.contains(&key) {
@@ -111,15 +170,27 @@ pub async fn plan_cmd(args: PlanArgs, kubeconfig: Option<&std::path::Path>) -> a
         }
     }
     let changes = creates.len() + updates.len() + deletes.len();
-    let summary = format!("Plan: {} to create, {} to update, {} to delete, {unchanged} unchanged.", creates.len(), updates.len(), deletes.len());
+    let summary = format!(
+        "Plan: {} to create, {} to update, {} to delete, {unchanged} unchanged.",
+        creates.len(),
+        updates.len(),
+        deletes.len()
+    );
     match args.output {
         PlanFormat::Text => {
             print!("{text}");
             println!("{summary}");
         }
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "configRepo": name, "create": creates, "update": updates, "delete": deletes, "unchanged": unchanged, "summary": summary
-        }))?),
+        PlanFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "configRepo": name, "create": creates, "update": updates, "delete": deletes, "unchanged": unchanged, "summary": summary
+            }))?
+        ),
     }
-    Ok(if changes == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if changes == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -1,29 +1,53 @@
 //! `fledge run`.
 
 use anyhow::Context;
-use fledge::cli::{default_repo_name, RunArgs};
+use fledge::cli::{RunArgs, default_repo_name};
 use fledge::controller::{self, AgentOptions, LeaseConfig};
 use fledge::crd::{ConfigRepo, ConfigRepoSpec};
 use fledge::server::{self, Metrics, Probes};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-pub async fn run_cmd(args: RunArgs, kubeconfig: Option<&std::path::Path>) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run_cmd(
+    args: RunArgs,
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<std::process::ExitCode> {
     let client = crate::kube_client(kubeconfig).await?;
-    client.apiserver_version().await.context("the API server does not answer")?;
+    client
+        .apiserver_version()
+        .await
+        .context("the API server does not answer")?;
     let pp = PatchParams::apply("fledge-cli").force();
     if args.install_crds {
         let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
         for crd in fledge::crd::all() {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            crds.patch(&name, &pp, &Patch::Apply(&crd)).await.with_context(|| format!("installing CRD {name}"))?;
+            crds.patch(&name, &pp, &Patch::Apply(&crd))
+                .await
+                .with_context(|| format!("installing CRD {name}"))?;
         }
         for _ in 0..100 {
             let all = crds.list(&Default::default()).await?;
-            let ready = all.items.iter().filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.ends_with(".fledge.dev")))
-                .filter(|c| c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")))
+            let ready = all
+                .items
+                .iter()
+                .filter(|c| {
+                    c.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with(".fledge.dev"))
+                })
+                .filter(|c| {
+                    c.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                        })
+                })
                 .count();
             if ready == 3 {
                 break;
@@ -32,13 +56,21 @@ pub async fn run_cmd(args: RunArgs, kubeconfig: Option<&std::path::Path>) -> any
         }
     }
     let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": args.namespace}});
-    Api::<Namespace>::all(client.clone()).patch(&args.namespace, &pp, &Patch::Apply(&ns)).await.with_context(|| format!("creating namespace {}", args.namespace))?;
+    Api::<Namespace>::all(client.clone())
+        .patch(&args.namespace, &pp, &Patch::Apply(&ns))
+        .await
+        .with_context(|| format!("creating namespace {}", args.namespace))?;
     if let Some(url) = &args.repo {
         fledge::duration::parse(&args.interval).context("--interval")?;
-        let name = args.name.clone().unwrap_or_else(|| default_repo_name(&args.path));
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| default_repo_name(&args.path));
         // A local directory is stored as an absolute path, so the agent finds it from anywhere.
         let url = match std::path::Path::new(url) {
-            p if !fledge::source::is_remote(url) && p.exists() => std::fs::canonicalize(p)?.display().to_string(),
+            p if !fledge::source::is_remote(url) && p.exists() => {
+                std::fs::canonicalize(p)?.display().to_string()
+            }
             _ => url.clone(),
         };
         let spec: ConfigRepoSpec = serde_json::from_value(serde_json::json!({
@@ -46,28 +78,51 @@ pub async fn run_cmd(args: RunArgs, kubeconfig: Option<&std::path::Path>) -> any
         }))?;
         let repo = ConfigRepo::new(&name, spec);
         let body = serde_json::json!({"apiVersion": "fledge.dev/v1alpha1", "kind": "ConfigRepo", "metadata": {"name": name}, "spec": repo.spec});
-        Api::<ConfigRepo>::all(client.clone()).patch(&name, &pp, &Patch::Apply(&body)).await.with_context(|| format!("creating ConfigRepo {name}"))?;
+        Api::<ConfigRepo>::all(client.clone())
+            .patch(&name, &pp, &Patch::Apply(&body))
+            .await
+            .with_context(|| format!("creating ConfigRepo {name}"))?;
         tracing::info!(repo = %name, url = %fledge::source::redact(&url), path = %args.path, "ConfigRepo configured");
     }
     let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "fledge".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "fledge".into());
         format!("{host}-{}", std::process::id())
     });
-    let lease = args.leader_election.then(|| -> anyhow::Result<LeaseConfig> {
-        Ok(LeaseConfig { namespace: args.namespace.clone(), name: "fledge-leader".into(), identity: identity.clone(), duration: fledge::duration::parse(&args.lease_duration).context("--lease-duration")? })
-    }).transpose()?;
+    let lease = args
+        .leader_election
+        .then(|| -> anyhow::Result<LeaseConfig> {
+            Ok(LeaseConfig {
+                namespace: args.namespace.clone(),
+                name: "fledge-leader".into(),
+                identity: identity.clone(),
+                duration: fledge::duration::parse(&args.lease_duration)
+                    .context("--lease-duration")?,
+            })
+        })
+        .transpose()?;
     let opts = AgentOptions {
         namespace: args.namespace.clone(),
-        cache_dir: args.cache_dir.clone().unwrap_or_else(fledge::source::default_cache_dir),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(fledge::source::default_cache_dir),
         lease,
         concurrency: args.concurrency,
         drift_debounce: std::time::Duration::from_millis(500),
+        selector: args.selector.clone(),
     };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, identity = %identity, "fledge agent starting");
-    let probes = Probes { metrics: metrics.clone(), ready: ready.clone() };
+    let probes = Probes {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
     let server = tokio::spawn(server::serve(listener, probes));
     let agent = controller::Agent::new(client, opts, metrics);
     tokio::select! {

@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -33,7 +33,13 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
         ..LeaseSpec::default()
     };
     let Some(mut lease) = api.get_opt(&cfg.name).await? else {
-        let lease = Lease { metadata: ObjectMeta { name: Some(cfg.name.clone()), ..ObjectMeta::default() }, spec: Some(mine(0, None)) };
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(cfg.name.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(mine(0, None)),
+        };
         return match api.create(&PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
@@ -43,14 +49,19 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
     let spec = lease.spec.clone().unwrap_or_default();
     let held_by_me = spec.holder_identity.as_deref() == Some(cfg.identity.as_str());
     let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-        (Some(renewed), Some(d)) => renewed.0.as_second() + i64::from(d) < jiff::Timestamp::now().as_second(),
+        (Some(renewed), Some(d)) => {
+            renewed.0.as_second() + i64::from(d) < jiff::Timestamp::now().as_second()
+        }
         _ => true,
     };
     if !held_by_me && !expired {
         return Ok(false);
     }
     let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!held_by_me);
-    lease.spec = Some(mine(transitions, if held_by_me { spec.acquire_time } else { None }));
+    lease.spec = Some(mine(
+        transitions,
+        if held_by_me { spec.acquire_time } else { None },
+    ));
     // Replace with the resourceVersion we read: if another agent got there first, we lose.
     match api.replace(&cfg.name, &PostParams::default(), &lease).await {
         Ok(_) => Ok(true),

@@ -14,17 +14,17 @@ use crate::crd::ConfigRepo;
 use crate::render::Scopes;
 use crate::server::Metrics;
 use futures_util::StreamExt;
+use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::Client;
 use queue::Queue;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{Mutex, watch};
 
 /// Settings of the agent.
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub struct AgentOptions {
     pub concurrency: usize,
     /// Delay before reconciling after a managed object changed (coalesces bursts).
     pub drift_debounce: Duration,
+    /// Only ConfigRepos matching this label selector (shard agents, or isolate tests).
+    pub selector: Option<String>,
 }
 
 /// The agent: shared by its tasks.
@@ -62,7 +64,13 @@ pub struct Agent {
 impl Agent {
     pub fn new(client: Client, opts: AgentOptions, metrics: Arc<Metrics>) -> Arc<Agent> {
         let identity = opts.lease.as_ref().map(|l| l.identity.clone());
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "fledge".into(), instance: identity });
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "fledge".into(),
+                instance: identity,
+            },
+        );
         let mut cluster = Cluster::new(client.clone());
         cluster.concurrency = opts.concurrency;
         Arc::new(Agent {
@@ -94,7 +102,9 @@ impl Agent {
             if watched.contains(&(api_version.clone(), kind.clone())) {
                 continue;
             }
-            let Ok(r) = self.cluster.resolve(api_version, kind).await else { continue };
+            let Ok(r) = self.cluster.resolve(api_version, kind).await else {
+                continue;
+            };
             watched.insert((api_version.clone(), kind.clone()));
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
             let cfg = watcher::Config::default().labels(crate::labels::CONFIG_REPO_LABEL);
@@ -108,7 +118,9 @@ impl Agent {
                         Ok(watcher::Event::Init) => initial = true,
                         Ok(watcher::Event::InitDone) => initial = false,
                         Ok(watcher::Event::InitApply(_)) => {}
-                        Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) if !initial => {
+                        Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))
+                            if !initial =>
+                        {
                             if let Some(repo) = reconcile::repo_of(&obj) {
                                 queue.push(&repo, debounce);
                             }
@@ -119,7 +131,6 @@ impl Agent {
             });
         }
     }
-
 }
 
 /// Runs the agent's work while it is the leader.
@@ -127,7 +138,11 @@ async fn work(agent: Arc<Agent>) {
     let repos: Api<ConfigRepo> = Api::all(agent.client.clone());
     let watch_agent = agent.clone();
     let repo_watch = tokio::spawn(async move {
-        let mut stream = watcher::watcher(repos, watcher::Config::default()).boxed();
+        let cfg = match &watch_agent.opts.selector {
+            Some(sel) => watcher::Config::default().labels(sel),
+            None => watcher::Config::default(),
+        };
+        let mut stream = watcher::watcher(repos, cfg).boxed();
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
@@ -182,7 +197,17 @@ pub async fn run(agent: Arc<Agent>, ready: Arc<AtomicBool>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let (tx, mut rx) = watch::channel(agent.opts.lease.is_none());
-    let _lease = agent.opts.lease.clone().map(|cfg| AbortOnDrop(tokio::spawn(leader::run(agent.client.clone(), cfg, tx))));
+    // Without leader election the sender simply stays here (a dropped sender would read as
+    // "leadership lost").
+    let _lease = match agent.opts.lease.clone() {
+        Some(cfg) => Some(AbortOnDrop(tokio::spawn(leader::run(
+            agent.client.clone(),
+            cfg,
+            tx.clone(),
+        )))),
+        None => None,
+    };
+    let _tx = tx;
     loop {
         while !*rx.borrow_and_update() {
             agent.metrics.leader.set(0);

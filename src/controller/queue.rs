@@ -34,7 +34,9 @@ impl Queue {
         loop {
             let next = {
                 let due = self.due.lock().expect("queue lock");
-                due.iter().min_by_key(|(_, at)| **at).map(|(n, at)| (n.clone(), *at))
+                due.iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(n, at)| (n.clone(), *at))
             };
             match next {
                 Some((name, at)) if at <= Instant::now() => {

@@ -2,19 +2,19 @@
 //! health → status. Each step's result lands in [`Findings`]; a failed step stops the pipeline
 //! before anything is applied or pruned.
 
-use super::status::{self, Applied, Findings};
 use super::Agent;
+use super::status::{self, Applied, Findings};
 use crate::apply::{self, Health};
 use crate::crd::{ConfigRepo, ConfigRepoSpec, InventoryEntry, ObjectError};
 use crate::labels::{ALLOW_MASS_PRUNE_ANNOTATION, CONFIG_REPO_LABEL};
 use crate::plan::{self, Change, PruneDecision};
 use crate::render::{Desired, FsTree, RenderErrors, RenderOptions, Scopes};
-use crate::source::{self, Auth, GitTree, Mirror};
 use crate::server::{CategoryLabel, ReasonLabel, RepoLabel, RepoReason, RepoState};
+use crate::source::{self, Auth, GitTree, Mirror};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::Resource;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,29 +35,46 @@ pub struct SourceCache {
 
 fn local_dir(url: &str) -> Option<PathBuf> {
     let p = Path::new(url.strip_prefix("dir://").unwrap_or(url));
-    (!source::is_remote(url) && p.is_dir() && git2::Repository::open_bare(p).is_err()).then(|| p.to_owned())
+    (!source::is_remote(url) && p.is_dir() && git2::Repository::open_bare(p).is_err())
+        .then(|| p.to_owned())
 }
 
 impl Agent {
     async fn auth(&self, spec: &ConfigRepoSpec) -> Result<Auth, String> {
-        let Some(r) = &spec.secret_ref else { return Ok(Auth::None) };
-        let ns = r.namespace.clone().unwrap_or_else(|| self.opts.namespace.clone());
+        let Some(r) = &spec.secret_ref else {
+            return Ok(Auth::None);
+        };
+        let ns = r
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.opts.namespace.clone());
         let secret = Api::<Secret>::namespaced(self.client.clone(), &ns)
             .get(&r.name)
             .await
             .map_err(|e| format!("reading Secret {ns}/{}: {}", r.name, short_kube(&e)))?;
         let data = secret.data.unwrap_or_default();
-        let get = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        let get = |k: &str| {
+            data.get(k)
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        };
         if let Some(key) = &r.key {
-            return get(key).map(Auth::Token).ok_or_else(|| format!("Secret {ns}/{} has no key {key}", r.name));
+            return get(key)
+                .map(Auth::Token)
+                .ok_or_else(|| format!("Secret {ns}/{} has no key {key}", r.name));
         }
         if let Some(t) = get("token").or_else(|| get("password")) {
             return Ok(Auth::Token(t));
         }
         if let Some(k) = get("identity").or_else(|| get("ssh-privatekey")) {
-            return Ok(Auth::SshKey { private_key: k, passphrase: get("passphrase") });
+            return Ok(Auth::SshKey {
+                private_key: k,
+                passphrase: get("passphrase"),
+            });
         }
-        Err(format!("Secret {ns}/{} has neither token nor identity", r.name))
+        Err(format!(
+            "Secret {ns}/{} has neither token nor identity",
+            r.name
+        ))
     }
 
     async fn scopes(&self) -> Scopes {
@@ -77,11 +94,19 @@ impl Agent {
     }
 
     /// Fetches (when due) and renders (when the commit changed). Returns the commit and render.
-    async fn fetch_and_render(&self, repo: &ConfigRepo, force_fetch: bool) -> Result<(String, Arc<Result<Desired, RenderErrors>>), String> {
+    async fn fetch_and_render(
+        &self,
+        repo: &ConfigRepo,
+        force_fetch: bool,
+    ) -> Result<(String, Arc<Result<Desired, RenderErrors>>), String> {
         let name = repo.metadata.name.clone().unwrap_or_default();
         let spec = repo.spec.clone();
         let interval = crate::duration::parse(&spec.interval).unwrap_or(Duration::from_secs(60));
-        let opts = RenderOptions { config_repo: Some(name.clone()), scopes: self.scopes().await, ..RenderOptions::default() };
+        let opts = RenderOptions {
+            config_repo: Some(name.clone()),
+            scopes: self.scopes().await,
+            ..RenderOptions::default()
+        };
         let cache = self.sources.lock().await.remove(&name).unwrap_or_default();
         let spec_changed = cache.spec.as_ref() != Some(&spec);
 
@@ -89,19 +114,33 @@ impl Agent {
             // A local work tree: render as it is, every time (cheap; the dev loop).
             let path = spec.path.clone();
             let desired = tokio::task::spawn_blocking(move || {
-                let tree = FsTree::new(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                let tree =
+                    FsTree::new(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
                 Ok::<_, String>(crate::render::render(&tree, &path, &opts))
             })
             .await
             .map_err(|e| e.to_string())??;
             let commit = "worktree".to_owned();
             let desired = Arc::new(desired);
-            self.sources.lock().await.insert(name, SourceCache { commit: Some(commit.clone()), fetched_at: Some(Instant::now()), spec: Some(spec), desired: Some(desired.clone()) });
+            self.sources.lock().await.insert(
+                name,
+                SourceCache {
+                    commit: Some(commit.clone()),
+                    fetched_at: Some(Instant::now()),
+                    spec: Some(spec),
+                    desired: Some(desired.clone()),
+                },
+            );
             return Ok((commit, desired));
         }
 
-        let due = force_fetch || spec_changed || cache.fetched_at.is_none_or(|t| t.elapsed() >= interval);
-        let auth = if due { Some(self.auth(&spec).await) } else { None };
+        let due =
+            force_fetch || spec_changed || cache.fetched_at.is_none_or(|t| t.elapsed() >= interval);
+        let auth = if due {
+            Some(self.auth(&spec).await)
+        } else {
+            None
+        };
         let cache_dir = self.opts.cache_dir.clone();
         let (url, branch, path) = (spec.url.clone(), spec.branch.clone(), spec.path.clone());
         let previous_commit = cache.commit.clone();
@@ -122,7 +161,12 @@ impl Agent {
         })
         .await
         .map_err(|e| e.to_string())?;
-        let mut cache = SourceCache { commit: cache.commit, fetched_at: cache.fetched_at, spec: Some(spec), desired: cache.desired };
+        let mut cache = SourceCache {
+            commit: cache.commit,
+            fetched_at: cache.fetched_at,
+            spec: Some(spec),
+            desired: cache.desired,
+        };
         let out = match result {
             Ok((commit, rendered)) => {
                 if due {
@@ -141,7 +185,12 @@ impl Agent {
                     Some(source::Reason::Network) => "network",
                     _ => "other",
                 };
-                self.metrics.fetch_errors.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+                self.metrics
+                    .fetch_errors
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.into(),
+                    })
+                    .inc();
                 Err(msg)
             }
         };
@@ -151,10 +200,18 @@ impl Agent {
 
     async fn read_inventory(&self, repo: &ConfigRepo) -> Vec<InventoryEntry> {
         let status = repo.status.clone().unwrap_or_default();
-        let Some(cm) = status.inventory_config_map else { return status.inventory };
+        let Some(cm) = status.inventory_config_map else {
+            return status.inventory;
+        };
         let api = Api::<ConfigMap>::namespaced(self.client.clone(), &self.opts.namespace);
-        let Ok(Some(cm)) = api.get_opt(&cm).await else { return status.inventory };
-        let text = cm.data.unwrap_or_default().remove("inventory").unwrap_or_default();
+        let Ok(Some(cm)) = api.get_opt(&cm).await else {
+            return status.inventory;
+        };
+        let text = cm
+            .data
+            .unwrap_or_default()
+            .remove("inventory")
+            .unwrap_or_default();
         text.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split('|').collect();
@@ -171,7 +228,12 @@ impl Agent {
     }
 
     /// Stores a large inventory in a ConfigMap; returns its name (None: keep it in the status).
-    async fn write_inventory(&self, repo: &str, inv: &[InventoryEntry], previous: &[InventoryEntry]) -> Result<Option<String>, String> {
+    async fn write_inventory(
+        &self,
+        repo: &str,
+        inv: &[InventoryEntry],
+        previous: &[InventoryEntry],
+    ) -> Result<Option<String>, String> {
         if inv.len() <= INVENTORY_IN_STATUS_MAX {
             return Ok(None);
         }
@@ -179,14 +241,26 @@ impl Agent {
         if inv == previous {
             return Ok(Some(name));
         }
-        let text: String = inv.iter().map(|e| format!("{}|{}|{}|{}|{}|{}\n", e.group, e.version, e.kind, e.namespace, e.name, e.observed)).collect();
+        let text: String = inv
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}|{}|{}|{}|{}|{}\n",
+                    e.group, e.version, e.kind, e.namespace, e.name, e.observed
+                )
+            })
+            .collect();
         let cm = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": self.opts.namespace, "labels": {"app.kubernetes.io/managed-by": "fledge"}},
             "data": {"inventory": text}
         });
         Api::<ConfigMap>::namespaced(self.client.clone(), &self.opts.namespace)
-            .patch(&name, &PatchParams::apply(crate::labels::FIELD_MANAGER).force(), &Patch::Apply(&cm))
+            .patch(
+                &name,
+                &PatchParams::apply(crate::labels::FIELD_MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
             .await
             .map_err(|e| format!("writing inventory ConfigMap {name}: {}", short_kube(&e)))?;
         Ok(Some(name))
@@ -194,7 +268,13 @@ impl Agent {
 
     async fn event(&self, repo: &ConfigRepo, type_: EventType, reason: &str, note: String) {
         let reference = repo.object_ref(&());
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Sync".into(), secondary: None };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Sync".into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::debug!(error = %e, "publishing event failed");
         }
@@ -214,33 +294,65 @@ impl Agent {
                 return Duration::from_secs(5);
             }
         };
-        let interval = crate::duration::parse(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
+        if !self.selected(&repo) {
+            return Duration::MAX; // another agent's ConfigRepo
+        }
+        let interval =
+            crate::duration::parse(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
         let prev = repo.status.clone().unwrap_or_default();
-        let mut f = Findings { generation: repo.metadata.generation, ..Findings::default() };
+        let mut f = Findings {
+            generation: repo.metadata.generation,
+            ..Findings::default()
+        };
         let mut requeue = interval;
         let start = Instant::now();
         if repo.spec.suspend {
             f.suspended = true;
         } else {
             let span = tracing::info_span!("reconcile", repo = %name);
-            requeue = self.sync(&repo, &mut f, force_fetch).instrument(span).await.unwrap_or(interval).min(interval);
+            requeue = self
+                .sync(&repo, &mut f, force_fetch)
+                .instrument(span)
+                .await
+                .unwrap_or(interval)
+                .min(interval);
         }
         let new = status::build(&prev, &f);
         if new != prev {
             let body = serde_json::json!({"apiVersion": "fledge.dev/v1alpha1", "kind": "ConfigRepo", "status": new});
-            if let Err(e) = api.patch_status(name, &PatchParams::apply(crate::labels::FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
+            if let Err(e) = api
+                .patch_status(
+                    name,
+                    &PatchParams::apply(crate::labels::FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+            {
                 tracing::warn!(repo = name, error = %e, "writing status failed");
                 requeue = requeue.min(Duration::from_secs(5));
             }
         }
-        let ok = new.conditions.first().is_some_and(|c| c.status == crate::crd::ConditionStatus::True);
+        let ok = new
+            .conditions
+            .first()
+            .is_some_and(|c| c.status == crate::crd::ConditionStatus::True);
         let result = if ok { "success" } else { "error" };
-        self.metrics.reconcile_duration.get_or_create(&crate::server::ResultLabel { result: result.into() }).observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&crate::server::ResultLabel {
+                result: result.into(),
+            })
+            .observe(start.elapsed().as_secs_f64());
         requeue
     }
 
     /// The sync pipeline. Returns an earlier requeue when something is in progress or failed.
-    async fn sync(&self, repo: &ConfigRepo, f: &mut Findings, force_fetch: bool) -> Option<Duration> {
+    async fn sync(
+        &self,
+        repo: &ConfigRepo,
+        f: &mut Findings,
+        force_fetch: bool,
+    ) -> Option<Duration> {
         let name = repo.metadata.name.clone().unwrap_or_default();
         let spec = &repo.spec;
 
@@ -249,8 +361,14 @@ impl Agent {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(repo = %name, error = %e, "fetch failed");
-                if repo.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fetched")).is_none_or(|c| c.status != crate::crd::ConditionStatus::False) {
-                    self.event(repo, EventType::Warning, "FetchFailed", e.clone()).await;
+                if repo
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fetched"))
+                    .is_none_or(|c| c.status != crate::crd::ConditionStatus::False)
+                {
+                    self.event(repo, EventType::Warning, "FetchFailed", e.clone())
+                        .await;
                 }
                 f.fetched = Some(Err(e));
                 return Some(Duration::from_secs(10));
@@ -260,9 +378,27 @@ impl Agent {
         let desired = match rendered.as_ref() {
             Ok(d) => d,
             Err(errs) => {
-                let list: Vec<ObjectError> = errs.0.iter().map(|e| ObjectError { object: e.path.clone(), message: e.to_string() }).collect();
-                if repo.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Rendered")).is_none_or(|c| c.status != crate::crd::ConditionStatus::False) {
-                    self.event(repo, EventType::Warning, "RenderFailed", format!("{}: nothing applied, nothing pruned", errs.0[0])).await;
+                let list: Vec<ObjectError> = errs
+                    .0
+                    .iter()
+                    .map(|e| ObjectError {
+                        object: e.path.clone(),
+                        message: e.to_string(),
+                    })
+                    .collect();
+                if repo
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Rendered"))
+                    .is_none_or(|c| c.status != crate::crd::ConditionStatus::False)
+                {
+                    self.event(
+                        repo,
+                        EventType::Warning,
+                        "RenderFailed",
+                        format!("{}: nothing applied, nothing pruned", errs.0[0]),
+                    )
+                    .await;
                 }
                 f.rendered = Some(Err(list));
                 return None;
@@ -272,72 +408,191 @@ impl Agent {
 
         // 2. live view
         let inventory = self.read_inventory(repo).await;
-        let mut kinds: BTreeSet<(String, String)> = desired.objects.iter().map(|o| (o.api_version.clone(), o.key.kind.clone())).collect();
+        let mut kinds: BTreeSet<(String, String)> = desired
+            .objects
+            .iter()
+            .map(|o| (o.api_version.clone(), o.key.kind.clone()))
+            .collect();
         for e in &inventory {
-            let av = if e.group.is_empty() { e.version.clone() } else { format!("{}/{}", e.group, e.version) };
+            let av = if e.group.is_empty() {
+                e.version.clone()
+            } else {
+                format!("{}/{}", e.group, e.version)
+            };
             kinds.insert((av, e.kind.clone()));
         }
         let kinds: Vec<(String, String)> = kinds.into_iter().collect();
         let live = match self.cluster.live(&name, &kinds).await {
             Ok(l) => l,
             Err(e) => {
-                self.metrics.apply_errors.get_or_create(&CategoryLabel { category: e.category.as_str().into() }).inc();
-                f.applied = Some(Applied { commit: commit.clone(), desired: desired.objects.len(), failed: vec![ObjectError { object: "cluster".into(), message: format!("reading live objects: {e}") }], ..Applied::default() });
+                self.metrics
+                    .apply_errors
+                    .get_or_create(&CategoryLabel {
+                        category: e.category.as_str().into(),
+                    })
+                    .inc();
+                f.applied = Some(Applied {
+                    commit: commit.clone(),
+                    desired: desired.objects.len(),
+                    failed: vec![ObjectError {
+                        object: "cluster".into(),
+                        message: format!("reading live objects: {e}"),
+                    }],
+                    ..Applied::default()
+                });
                 return Some(Duration::from_secs(5));
             }
         };
-        let live_view = live.iter().map(|(k, (l, _))| (k.clone(), l.clone())).collect();
+        let live_view = live
+            .iter()
+            .map(|(k, (l, _))| (k.clone(), l.clone()))
+            .collect();
 
         // 3. plan
         let p = plan::plan(&desired.objects, &live_view, &inventory);
-        let drift: Vec<usize> = p.apply.iter().filter(|(_, c)| *c == Change::Drift).map(|(i, _)| *i).collect();
+        let drift: Vec<usize> = p
+            .apply
+            .iter()
+            .filter(|(_, c)| *c == Change::Drift)
+            .map(|(i, _)| *i)
+            .collect();
         f.drift = drift.len();
         if !drift.is_empty() {
-            self.metrics.drift.get_or_create(&RepoLabel { repo: name.clone() }).inc_by(drift.len() as u64);
-            let names: Vec<String> = drift.iter().take(5).map(|i| desired.objects[*i].key.to_string()).collect();
-            let verb = if spec.self_heal { "re-applying" } else { "selfHeal is off, leaving" };
-            self.event(repo, EventType::Warning, "DriftDetected", format!("{} object(s) changed outside git ({verb}): {}", drift.len(), names.join(", "))).await;
+            self.metrics
+                .drift
+                .get_or_create(&RepoLabel { repo: name.clone() })
+                .inc_by(drift.len() as u64);
+            let names: Vec<String> = drift
+                .iter()
+                .take(5)
+                .map(|i| desired.objects[*i].key.to_string())
+                .collect();
+            let verb = if spec.self_heal {
+                "re-applying"
+            } else {
+                "selfHeal is off, leaving"
+            };
+            self.event(
+                repo,
+                EventType::Warning,
+                "DriftDetected",
+                format!(
+                    "{} object(s) changed outside git ({verb}): {}",
+                    drift.len(),
+                    names.join(", ")
+                ),
+            )
+            .await;
         }
-        let to_apply: Vec<(usize, serde_json::Value, String)> = p
+        // Healing drift means git wins over whoever edited the object, so it takes the fields
+        // back (force); ordinary changes respect other field managers unless spec.force.
+        let to_apply: Vec<(usize, serde_json::Value, String, bool)> = p
             .apply
             .iter()
             .filter(|(_, c)| spec.self_heal || *c != Change::Drift)
-            .map(|(i, _)| (*i, desired.objects[*i].object.clone(), desired.objects[*i].hash.clone()))
+            .map(|(i, c)| {
+                (
+                    *i,
+                    desired.objects[*i].object.clone(),
+                    desired.objects[*i].hash.clone(),
+                    spec.force || *c == Change::Drift,
+                )
+            })
             .collect();
 
         // 4. apply
-        let mut observed: Vec<String> = desired.objects.iter().map(|o| live.get(&o.key).map(|(_, obj)| apply::marker(obj)).unwrap_or_default()).collect();
-        let mut live_json: Vec<Option<serde_json::Value>> = desired.objects.iter().map(|o| live.get(&o.key).and_then(|(_, obj)| serde_json::to_value(obj).ok())).collect();
+        let mut observed: Vec<String> = desired
+            .objects
+            .iter()
+            .map(|o| {
+                live.get(&o.key)
+                    .map(|(_, obj)| apply::marker(obj))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut live_json: Vec<Option<serde_json::Value>> = desired
+            .objects
+            .iter()
+            .map(|o| {
+                live.get(&o.key)
+                    .and_then(|(_, obj)| serde_json::to_value(obj).ok())
+            })
+            .collect();
         let mut failed = Vec::new();
         let applied_any = !to_apply.is_empty();
         let mut unavailable = false;
-        for (i, res) in self.cluster.apply_all(to_apply, spec.force).await {
+        for (i, res) in self.cluster.apply_all(to_apply).await {
             match res {
                 Ok(obj) => {
                     observed[i] = apply::marker(&obj);
                     live_json[i] = serde_json::to_value(&obj).ok();
                 }
                 Err(e) => {
-                    self.metrics.apply_errors.get_or_create(&CategoryLabel { category: e.category.as_str().into() }).inc();
+                    self.metrics
+                        .apply_errors
+                        .get_or_create(&CategoryLabel {
+                            category: e.category.as_str().into(),
+                        })
+                        .inc();
                     unavailable |= apply::is_unavailable(&e);
-                    failed.push(ObjectError { object: desired.objects[i].key.to_string(), message: e.message });
+                    failed.push(ObjectError {
+                        object: desired.objects[i].key.to_string(),
+                        message: e.message,
+                    });
                 }
             }
         }
         let created = p.count(Change::Create);
-        let updated = p.count(Change::Update) + if spec.self_heal { p.count(Change::Drift) } else { 0 };
+        let updated = p.count(Change::Update)
+            + if spec.self_heal {
+                p.count(Change::Drift)
+            } else {
+                0
+            };
         if applied_any {
             let ok = created + updated - failed.len().min(created + updated);
-            self.event(repo, EventType::Normal, "Applied", format!("applied {ok} object(s) ({created} to create, {updated} to update) from {}", &commit[..commit.len().min(12)])).await;
+            self.event(
+                repo,
+                EventType::Normal,
+                "Applied",
+                format!(
+                    "applied {ok} object(s) ({created} to create, {updated} to update) from {}",
+                    &commit[..commit.len().min(12)]
+                ),
+            )
+            .await;
         }
         if !failed.is_empty() {
-            self.event(repo, EventType::Warning, "ApplyFailed", format!("{} object(s) failed; first: {}: {}", failed.len(), failed[0].object, failed[0].message)).await;
+            self.event(
+                repo,
+                EventType::Warning,
+                "ApplyFailed",
+                format!(
+                    "{} object(s) failed; first: {}: {}",
+                    failed.len(),
+                    failed[0].object,
+                    failed[0].message
+                ),
+            )
+            .await;
         }
 
         // 5. prune (only after a clean apply)
-        let allow_mass = repo.metadata.annotations.as_ref().and_then(|a| a.get(ALLOW_MASS_PRUNE_ANNOTATION)).is_some_and(|v| v == "true");
+        let allow_mass = repo
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ALLOW_MASS_PRUNE_ANNOTATION))
+            .is_some_and(|v| v == "true");
         let decision = if failed.is_empty() {
-            plan::prune_decision(&p, desired.objects.len(), inventory.len(), spec.prune, spec.max_prune_fraction, allow_mass)
+            plan::prune_decision(
+                &p,
+                desired.objects.len(),
+                inventory.len(),
+                spec.prune,
+                spec.max_prune_fraction,
+                allow_mass,
+            )
         } else if p.prune.is_empty() {
             PruneDecision::Nothing
         } else {
@@ -349,26 +604,76 @@ impl Agent {
         match &decision {
             PruneDecision::Allowed => {
                 for e in &p.prune {
-                    let av = if e.group.is_empty() { e.version.clone() } else { format!("{}/{}", e.group, e.version) };
-                    match self.cluster.delete(&av, &e.kind, &e.namespace, &e.name).await {
+                    let av = if e.group.is_empty() {
+                        e.version.clone()
+                    } else {
+                        format!("{}/{}", e.group, e.version)
+                    };
+                    match self
+                        .cluster
+                        .delete(&av, &e.kind, &e.namespace, &e.name)
+                        .await
+                    {
                         Ok(()) => pruned += 1,
                         Err(err) => {
-                            self.metrics.apply_errors.get_or_create(&CategoryLabel { category: err.category.as_str().into() }).inc();
-                            prune_failed.push(ObjectError { object: plan::entry_key(e).to_string(), message: err.message });
+                            self.metrics
+                                .apply_errors
+                                .get_or_create(&CategoryLabel {
+                                    category: err.category.as_str().into(),
+                                })
+                                .inc();
+                            prune_failed.push(ObjectError {
+                                object: plan::entry_key(e).to_string(),
+                                message: err.message,
+                            });
                             kept_in_inventory.push(e.clone());
                         }
                     }
                 }
                 if pruned > 0 {
-                    let names: Vec<String> = p.prune.iter().take(5).map(|e| plan::entry_key(e).to_string()).collect();
-                    self.event(repo, EventType::Normal, "Pruned", format!("deleted {pruned} object(s) no longer in git: {}", names.join(", "))).await;
+                    let names: Vec<String> = p
+                        .prune
+                        .iter()
+                        .take(5)
+                        .map(|e| plan::entry_key(e).to_string())
+                        .collect();
+                    self.event(
+                        repo,
+                        EventType::Normal,
+                        "Pruned",
+                        format!(
+                            "deleted {pruned} object(s) no longer in git: {}",
+                            names.join(", ")
+                        ),
+                    )
+                    .await;
                 }
             }
             PruneDecision::EmptyRender | PruneDecision::TooMany { .. } => {
-                self.metrics.prune_refusals.get_or_create(&RepoReason { repo: name.clone(), reason: decision.reason().into() }).inc();
-                let was_refused = repo.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Pruned")).is_some_and(|c| c.reason == decision.reason());
+                self.metrics
+                    .prune_refusals
+                    .get_or_create(&RepoReason {
+                        repo: name.clone(),
+                        reason: decision.reason().into(),
+                    })
+                    .inc();
+                let was_refused = repo
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Pruned"))
+                    .is_some_and(|c| c.reason == decision.reason());
                 if !was_refused {
-                    self.event(repo, EventType::Warning, "PruneRefused", format!("refused to delete {} object(s): {}", p.prune.len(), decision.reason())).await;
+                    self.event(
+                        repo,
+                        EventType::Warning,
+                        "PruneRefused",
+                        format!(
+                            "refused to delete {} object(s): {}",
+                            p.prune.len(),
+                            decision.reason()
+                        ),
+                    )
+                    .await;
                 }
                 kept_in_inventory.extend(p.prune.iter().cloned());
             }
@@ -390,7 +695,10 @@ impl Agent {
         let cm = match self.write_inventory(&name, &inv, &inventory).await {
             Ok(cm) => cm,
             Err(e) => {
-                failed.push(ObjectError { object: "inventory".into(), message: e });
+                failed.push(ObjectError {
+                    object: "inventory".into(),
+                    message: e,
+                });
                 None
             }
         };
@@ -406,7 +714,10 @@ impl Agent {
             let Some(obj) = &live_json[i] else { continue };
             let (h, why) = apply::health(obj);
             if h != Health::Healthy {
-                unhealthy.push(ObjectError { object: o.key.to_string(), message: why });
+                unhealthy.push(ObjectError {
+                    object: o.key.to_string(),
+                    message: why,
+                });
             }
             worst = worst.max(h);
         }
@@ -419,7 +730,13 @@ impl Agent {
             ("failed", failed.len() + prune_failed.len()),
         ];
         for (state, n) in states {
-            self.metrics.objects.get_or_create(&RepoState { repo: name.clone(), state: state.into() }).set(n as i64);
+            self.metrics
+                .objects
+                .get_or_create(&RepoState {
+                    repo: name.clone(),
+                    state: state.into(),
+                })
+                .set(n as i64);
         }
         f.health = Some((worst, unhealthy));
         f.prune = Some((decision, pruned, prune_failed));
@@ -444,6 +761,25 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Whether the agent's selector (`k=v,k2=v2`, or `k` for "has label k") matches `repo`.
+    fn selected(&self, repo: &ConfigRepo) -> bool {
+        let Some(sel) = &self.opts.selector else {
+            return true;
+        };
+        let labels = repo.metadata.labels.clone().unwrap_or_default();
+        sel.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .all(|term| match term.split_once('=') {
+                Some((k, v)) => labels
+                    .get(k.trim_end_matches('='))
+                    .is_some_and(|l| l == v.trim_start_matches('=')),
+                None => labels.contains_key(term),
+            })
+    }
+}
+
 fn short_kube(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
@@ -453,5 +789,9 @@ fn short_kube(e: &kube::Error) -> String {
 
 /// The label value naming the ConfigRepo of a managed object.
 pub fn repo_of(obj: &kube::api::DynamicObject) -> Option<String> {
-    obj.metadata.labels.as_ref()?.get(CONFIG_REPO_LABEL).cloned()
+    obj.metadata
+        .labels
+        .as_ref()?
+        .get(CONFIG_REPO_LABEL)
+        .cloned()
 }

@@ -3,7 +3,9 @@
 //! writing it does not trigger another reconcile and a no-op reconcile writes nothing.
 
 use crate::apply::Health;
-use crate::crd::{Condition, ConditionStatus, ConfigRepoStatus, InventoryEntry, ObjectCounts, ObjectError};
+use crate::crd::{
+    Condition, ConditionStatus, ConfigRepoStatus, InventoryEntry, ObjectCounts, ObjectError,
+};
 use crate::plan::PruneDecision;
 
 /// At most this many errors are kept in the status.
@@ -40,18 +42,45 @@ pub struct Applied {
     pub noop: bool,
 }
 
-fn condition(prev: &[Condition], type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
-    let status = if ok { ConditionStatus::True } else { ConditionStatus::False };
+fn condition(
+    prev: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
     let last = prev
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
         .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default());
-    Condition { type_: type_.into(), status, reason: reason.into(), message, last_transition_time: Some(last), observed_generation: generation }
+        .unwrap_or_else(|| {
+            jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        });
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        last_transition_time: Some(last),
+        observed_generation: generation,
+    }
 }
 
 fn short(commit: &str) -> &str {
-    if commit.len() > 12 && commit.chars().all(|c| c.is_ascii_hexdigit()) { &commit[..12] } else { commit }
+    if commit.len() > 12 && commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        &commit[..12]
+    } else {
+        commit
+    }
 }
 
 /// The new status.
@@ -64,7 +93,14 @@ pub fn build(prev: &ConfigRepoStatus, f: &Findings) -> ConfigRepoStatus {
     let g = f.generation;
 
     if f.suspended {
-        conds.push(condition(&pc, "Ready", false, "Suspended", "reconciliation is suspended (spec.suspend)".into(), g));
+        conds.push(condition(
+            &pc,
+            "Ready",
+            false,
+            "Suspended",
+            "reconciliation is suspended (spec.suspend)".into(),
+            g,
+        ));
         s.conditions = conds;
         return s;
     }
@@ -73,20 +109,57 @@ pub fn build(prev: &ConfigRepoStatus, f: &Findings) -> ConfigRepoStatus {
     match &f.fetched {
         Some(Ok(commit)) => {
             s.fetched_commit = Some(commit.clone());
-            conds.push(condition(&pc, "Fetched", true, "Fetched", format!("fetched {}", short(commit)), g));
+            conds.push(condition(
+                &pc,
+                "Fetched",
+                true,
+                "Fetched",
+                format!("fetched {}", short(commit)),
+                g,
+            ));
         }
         Some(Err(e)) => {
-            conds.push(condition(&pc, "Fetched", false, "FetchFailed", e.clone(), g));
+            conds.push(condition(
+                &pc,
+                "Fetched",
+                false,
+                "FetchFailed",
+                e.clone(),
+                g,
+            ));
             ready.get_or_insert(("FetchFailed", e.clone()));
         }
         None => {}
     }
     match &f.rendered {
-        Some(Ok(n)) => conds.push(condition(&pc, "Rendered", true, "Rendered", format!("rendered {n} objects"), g)),
+        Some(Ok(n)) => conds.push(condition(
+            &pc,
+            "Rendered",
+            true,
+            "Rendered",
+            format!("rendered {n} objects"),
+            g,
+        )),
         Some(Err(errs)) => {
-            let msg = format!("{} render error(s); first: {}", errs.len(), errs.first().map(|e| format!("{}: {}", e.object, e.message)).unwrap_or_default());
-            conds.push(condition(&pc, "Rendered", false, "RenderFailed", msg.clone(), g));
-            ready.get_or_insert(("RenderFailed", format!("{msg}; the last good state stays applied")));
+            let msg = format!(
+                "{} render error(s); first: {}",
+                errs.len(),
+                errs.first()
+                    .map(|e| format!("{}: {}", e.object, e.message))
+                    .unwrap_or_default()
+            );
+            conds.push(condition(
+                &pc,
+                "Rendered",
+                false,
+                "RenderFailed",
+                msg.clone(),
+                g,
+            ));
+            ready.get_or_insert((
+                "RenderFailed",
+                format!("{msg}; the last good state stays applied"),
+            ));
             errors.extend(errs.iter().cloned());
         }
         None => {}
@@ -104,10 +177,30 @@ pub fn build(prev: &ConfigRepoStatus, f: &Findings) -> ConfigRepoStatus {
         }
         if a.failed.is_empty() {
             s.applied_commit = Some(a.commit.clone());
-            conds.push(condition(&pc, "Applied", true, "Applied", format!("{} objects in sync with {}", a.desired, short(&a.commit)), g));
+            conds.push(condition(
+                &pc,
+                "Applied",
+                true,
+                "Applied",
+                format!("{} objects in sync with {}", a.desired, short(&a.commit)),
+                g,
+            ));
         } else {
-            let msg = format!("{} of {} objects failed to apply; first: {}: {}", a.failed.len(), a.desired, a.failed[0].object, a.failed[0].message);
-            conds.push(condition(&pc, "Applied", false, "ApplyFailed", msg.clone(), g));
+            let msg = format!(
+                "{} of {} objects failed to apply; first: {}: {}",
+                a.failed.len(),
+                a.desired,
+                a.failed[0].object,
+                a.failed[0].message
+            );
+            conds.push(condition(
+                &pc,
+                "Applied",
+                false,
+                "ApplyFailed",
+                msg.clone(),
+                g,
+            ));
             ready.get_or_insert(("ApplyFailed", msg));
             errors.extend(a.failed.iter().cloned());
         }
@@ -128,7 +221,11 @@ pub fn build(prev: &ConfigRepoStatus, f: &Findings) -> ConfigRepoStatus {
                 ),
             ),
         };
-        let reason = if failed.is_empty() { decision.reason() } else { "PruneFailed" };
+        let reason = if failed.is_empty() {
+            decision.reason()
+        } else {
+            "PruneFailed"
+        };
         conds.push(condition(&pc, "Pruned", ok, reason, msg.clone(), g));
         if !ok {
             ready.get_or_insert((reason, msg));
@@ -138,10 +235,22 @@ pub fn build(prev: &ConfigRepoStatus, f: &Findings) -> ConfigRepoStatus {
     if let Some((h, unhealthy)) = &f.health {
         let msg = match unhealthy.first() {
             None => "all objects healthy".to_owned(),
-            Some(e) => format!("{} object(s) not healthy; first: {}: {}", unhealthy.len(), e.object, e.message),
+            Some(e) => format!(
+                "{} object(s) not healthy; first: {}: {}",
+                unhealthy.len(),
+                e.object,
+                e.message
+            ),
         };
         s.health = Some(h.as_str().into());
-        conds.push(condition(&pc, "Healthy", *h == Health::Healthy, h.as_str(), msg.clone(), g));
+        conds.push(condition(
+            &pc,
+            "Healthy",
+            *h == Health::Healthy,
+            h.as_str(),
+            msg.clone(),
+            g,
+        ));
         if *h != Health::Healthy {
             ready.get_or_insert((h.as_str(), msg));
         }
@@ -152,7 +261,17 @@ pub fn build(prev: &ConfigRepoStatus, f: &Findings) -> ConfigRepoStatus {
     }
     s.drift_count += f.drift as i64;
     let (ok, reason, msg) = match ready {
-        None => (true, "Synced", format!("{} in sync and healthy", s.applied_commit.as_deref().map(short).unwrap_or("repository"))),
+        None => (
+            true,
+            "Synced",
+            format!(
+                "{} in sync and healthy",
+                s.applied_commit
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or("repository")
+            ),
+        ),
         Some((reason, msg)) => (false, reason, msg),
     };
     conds.insert(0, condition(&pc, "Ready", ok, reason, msg, g));
@@ -162,7 +281,14 @@ pub fn build(prev: &ConfigRepoStatus, f: &Findings) -> ConfigRepoStatus {
             conds.push(c.clone());
         }
     }
-    conds.sort_by_key(|c| ["Ready", "Fetched", "Rendered", "Applied", "Pruned", "Healthy"].iter().position(|t| *t == c.type_).unwrap_or(99));
+    conds.sort_by_key(|c| {
+        [
+            "Ready", "Fetched", "Rendered", "Applied", "Pruned", "Healthy",
+        ]
+        .iter()
+        .position(|t| *t == c.type_)
+        .unwrap_or(99)
+    });
     s.conditions = conds;
     errors.truncate(MAX_ERRORS);
     s.errors = errors;

@@ -59,12 +59,22 @@ impl Plan {
 
 /// Key of an inventory entry.
 pub fn entry_key(e: &InventoryEntry) -> ObjectKey {
-    ObjectKey { group: e.group.clone(), kind: e.kind.clone(), namespace: e.namespace.clone(), name: e.name.clone() }
+    ObjectKey {
+        group: e.group.clone(),
+        kind: e.kind.clone(),
+        namespace: e.namespace.clone(),
+        name: e.name.clone(),
+    }
 }
 
 /// Inventory entry of a desired object.
 pub fn entry_of(o: &RenderedObject, observed: String) -> InventoryEntry {
-    let version = o.api_version.rsplit('/').next().unwrap_or(&o.api_version).to_owned();
+    let version = o
+        .api_version
+        .rsplit('/')
+        .next()
+        .unwrap_or(&o.api_version)
+        .to_owned();
     InventoryEntry {
         group: o.key.group.clone(),
         version,
@@ -76,15 +86,24 @@ pub fn entry_of(o: &RenderedObject, observed: String) -> InventoryEntry {
 }
 
 /// Computes the plan.
-pub fn plan(desired: &[RenderedObject], live: &BTreeMap<ObjectKey, Live>, inventory: &[InventoryEntry]) -> Plan {
-    let recorded: BTreeMap<ObjectKey, &InventoryEntry> = inventory.iter().map(|e| (entry_key(e), e)).collect();
+pub fn plan(
+    desired: &[RenderedObject],
+    live: &BTreeMap<ObjectKey, Live>,
+    inventory: &[InventoryEntry],
+) -> Plan {
+    let recorded: BTreeMap<ObjectKey, &InventoryEntry> =
+        inventory.iter().map(|e| (entry_key(e), e)).collect();
     let mut p = Plan::default();
     for (i, o) in desired.iter().enumerate() {
         match (live.get(&o.key), recorded.get(&o.key)) {
             (None, Some(_)) => p.apply.push((i, Change::Drift)), // deleted behind our back
             (None, None) => p.apply.push((i, Change::Create)),
-            (Some(l), _) if l.hash.as_deref() != Some(o.hash.as_str()) => p.apply.push((i, Change::Update)),
-            (Some(l), Some(e)) if !e.observed.is_empty() && e.observed != l.marker => p.apply.push((i, Change::Drift)),
+            (Some(l), _) if l.hash.as_deref() != Some(o.hash.as_str()) => {
+                p.apply.push((i, Change::Update))
+            }
+            (Some(l), Some(e)) if !e.observed.is_empty() && e.observed != l.marker => {
+                p.apply.push((i, Change::Drift))
+            }
             (Some(_), None) => p.apply.push((i, Change::Update)), // ours by hash, not yet in inventory
             (Some(_), Some(_)) => p.unchanged.push(i),
         }
@@ -117,7 +136,11 @@ pub enum PruneDecision {
     /// The render is empty: never prune everything because of it.
     EmptyRender,
     /// More than `max_fraction` of the inventory would go.
-    TooMany { count: usize, inventory: usize, max_fraction: f64 },
+    TooMany {
+        count: usize,
+        inventory: usize,
+        max_fraction: f64,
+    },
 }
 
 impl PruneDecision {
@@ -135,7 +158,14 @@ impl PruneDecision {
 
 /// The prune guards (DESIGN §8): an empty render prunes nothing; pruning more than
 /// `max_fraction` of the inventory in one reconcile is refused unless `allow_mass_prune`.
-pub fn prune_decision(plan: &Plan, desired_count: usize, inventory_count: usize, enabled: bool, max_fraction: f64, allow_mass_prune: bool) -> PruneDecision {
+pub fn prune_decision(
+    plan: &Plan,
+    desired_count: usize,
+    inventory_count: usize,
+    enabled: bool,
+    max_fraction: f64,
+    allow_mass_prune: bool,
+) -> PruneDecision {
     if plan.prune.is_empty() {
         return PruneDecision::Nothing;
     }
@@ -147,7 +177,11 @@ pub fn prune_decision(plan: &Plan, desired_count: usize, inventory_count: usize,
     }
     let fraction = plan.prune.len() as f64 / inventory_count.max(1) as f64;
     if fraction > max_fraction && !allow_mass_prune {
-        return PruneDecision::TooMany { count: plan.prune.len(), inventory: inventory_count, max_fraction };
+        return PruneDecision::TooMany {
+            count: plan.prune.len(),
+            inventory: inventory_count,
+            max_fraction,
+        };
     }
     PruneDecision::Allowed
 }
@@ -158,7 +192,12 @@ mod tests {
 
     fn obj(name: &str, hash: &str) -> RenderedObject {
         RenderedObject {
-            key: ObjectKey { group: String::new(), kind: "ConfigMap".into(), namespace: "n".into(), name: name.into() },
+            key: ObjectKey {
+                group: String::new(),
+                kind: "ConfigMap".into(),
+                namespace: "n".into(),
+                name: name.into(),
+            },
             api_version: "v1".into(),
             object: serde_json::json!({}),
             sources: vec![],
@@ -167,17 +206,32 @@ mod tests {
     }
 
     fn live(hash: &str, marker: &str) -> Live {
-        Live { hash: Some(hash.into()), marker: marker.into(), prune_disabled: false, labelled: true }
+        Live {
+            hash: Some(hash.into()),
+            marker: marker.into(),
+            prune_disabled: false,
+            labelled: true,
+        }
     }
 
     fn inv(name: &str, observed: &str) -> InventoryEntry {
-        InventoryEntry { group: String::new(), version: "v1".into(), kind: "ConfigMap".into(), namespace: "n".into(), name: name.into(), observed: observed.into() }
+        InventoryEntry {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: "n".into(),
+            name: name.into(),
+            observed: observed.into(),
+        }
     }
 
     #[test]
     fn unchanged_commit_and_cluster_plan_nothing() {
         let d = vec![obj("a", "h1"), obj("b", "h2")];
-        let l = BTreeMap::from([(d[0].key.clone(), live("h1", "r5")), (d[1].key.clone(), live("h2", "r6"))]);
+        let l = BTreeMap::from([
+            (d[0].key.clone(), live("h1", "r5")),
+            (d[1].key.clone(), live("h2", "r6")),
+        ]);
         let p = plan(&d, &l, &[inv("a", "r5"), inv("b", "r6")]);
         assert!(p.is_noop());
         assert_eq!(p.unchanged, [0, 1]);
@@ -185,34 +239,109 @@ mod tests {
 
     #[test]
     fn git_changes_drift_deletions_and_new_objects() {
-        let d = vec![obj("changed", "new"), obj("edited", "h"), obj("deleted", "h"), obj("fresh", "h")];
-        let l = BTreeMap::from([(d[0].key.clone(), live("old", "r1")), (d[1].key.clone(), live("h", "r9"))]);
-        let p = plan(&d, &l, &[inv("changed", "r1"), inv("edited", "r2"), inv("deleted", "r3")]);
-        assert_eq!(p.apply, [(0, Change::Update), (1, Change::Drift), (2, Change::Drift), (3, Change::Create)]);
+        let d = vec![
+            obj("changed", "new"),
+            obj("edited", "h"),
+            obj("deleted", "h"),
+            obj("fresh", "h"),
+        ];
+        let l = BTreeMap::from([
+            (d[0].key.clone(), live("old", "r1")),
+            (d[1].key.clone(), live("h", "r9")),
+        ]);
+        let p = plan(
+            &d,
+            &l,
+            &[
+                inv("changed", "r1"),
+                inv("edited", "r2"),
+                inv("deleted", "r3"),
+            ],
+        );
+        assert_eq!(
+            p.apply,
+            [
+                (0, Change::Update),
+                (1, Change::Drift),
+                (2, Change::Drift),
+                (3, Change::Create)
+            ]
+        );
     }
 
     #[test]
     fn only_labelled_unprotected_inventory_members_are_pruned() {
-        let gone = |n: &str| ObjectKey { group: String::new(), kind: "ConfigMap".into(), namespace: "n".into(), name: n.into() };
+        let gone = |n: &str| ObjectKey {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: "n".into(),
+            name: n.into(),
+        };
         let mut protected = live("h", "r1");
         protected.prune_disabled = true;
         let mut taken = live("h", "r1");
         taken.labelled = false;
-        let l = BTreeMap::from([(gone("old"), live("h", "r1")), (gone("protected"), protected), (gone("taken"), taken), (gone("unmanaged"), live("h", "r1"))]);
-        let p = plan(&[], &l, &[inv("old", "r1"), inv("protected", "r1"), inv("taken", "r1"), inv("vanished", "r1")]);
-        assert_eq!(p.prune.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["old"]);
+        let l = BTreeMap::from([
+            (gone("old"), live("h", "r1")),
+            (gone("protected"), protected),
+            (gone("taken"), taken),
+            (gone("unmanaged"), live("h", "r1")),
+        ]);
+        let p = plan(
+            &[],
+            &l,
+            &[
+                inv("old", "r1"),
+                inv("protected", "r1"),
+                inv("taken", "r1"),
+                inv("vanished", "r1"),
+            ],
+        );
+        assert_eq!(
+            p.prune.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["old"]
+        );
         assert_eq!(p.keep.len(), 2);
     }
 
     #[test]
     fn prune_guards() {
-        let p = Plan { prune: vec![inv("a", ""), inv("b", "")], ..Plan::default() };
-        assert_eq!(prune_decision(&p, 0, 2, true, 0.5, false), PruneDecision::EmptyRender);
-        assert_eq!(prune_decision(&p, 0, 2, true, 0.5, true), PruneDecision::EmptyRender, "even with the annotation");
-        assert!(matches!(prune_decision(&p, 8, 10, true, 0.1, false), PruneDecision::TooMany { count: 2, inventory: 10, .. }));
-        assert_eq!(prune_decision(&p, 8, 10, true, 0.1, true), PruneDecision::Allowed);
-        assert_eq!(prune_decision(&p, 8, 10, true, 0.5, false), PruneDecision::Allowed);
-        assert_eq!(prune_decision(&p, 8, 10, false, 0.5, false), PruneDecision::Disabled);
-        assert_eq!(prune_decision(&Plan::default(), 0, 0, true, 0.5, false), PruneDecision::Nothing);
+        let p = Plan {
+            prune: vec![inv("a", ""), inv("b", "")],
+            ..Plan::default()
+        };
+        assert_eq!(
+            prune_decision(&p, 0, 2, true, 0.5, false),
+            PruneDecision::EmptyRender
+        );
+        assert_eq!(
+            prune_decision(&p, 0, 2, true, 0.5, true),
+            PruneDecision::EmptyRender,
+            "even with the annotation"
+        );
+        assert!(matches!(
+            prune_decision(&p, 8, 10, true, 0.1, false),
+            PruneDecision::TooMany {
+                count: 2,
+                inventory: 10,
+                ..
+            }
+        ));
+        assert_eq!(
+            prune_decision(&p, 8, 10, true, 0.1, true),
+            PruneDecision::Allowed
+        );
+        assert_eq!(
+            prune_decision(&p, 8, 10, true, 0.5, false),
+            PruneDecision::Allowed
+        );
+        assert_eq!(
+            prune_decision(&p, 8, 10, false, 0.5, false),
+            PruneDecision::Disabled
+        );
+        assert_eq!(
+            prune_decision(&Plan::default(), 0, 0, true, 0.5, false),
+            PruneDecision::Nothing
+        );
     }
 }

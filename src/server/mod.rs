@@ -8,8 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -67,14 +67,51 @@ impl Default for Metrics {
         let fetch_errors = Family::<ReasonLabel, Counter>::default();
         let apply_errors = Family::<CategoryLabel, Counter>::default();
         let leader = Gauge::default();
-        registry.register("reconcile_duration_seconds", "Duration of ConfigRepo reconciles", reconcile_duration.clone());
-        registry.register("objects", "Managed objects by state after the last sync", objects.clone());
-        registry.register("drift", "Managed objects found changed or deleted by someone else", drift.clone());
-        registry.register("prune_refusals", "Prunes refused by a guard (empty render, mass prune)", prune_refusals.clone());
-        registry.register("git_fetch_errors", "Failed git fetches by reason", fetch_errors.clone());
-        registry.register("apply_errors", "Failed applies and deletes by category", apply_errors.clone());
-        registry.register("is_leader", "1 when this agent holds the leader lease", leader.clone());
-        Metrics { registry, reconcile_duration, objects, drift, prune_refusals, fetch_errors, apply_errors, leader }
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of ConfigRepo reconciles",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "objects",
+            "Managed objects by state after the last sync",
+            objects.clone(),
+        );
+        registry.register(
+            "drift",
+            "Managed objects found changed or deleted by someone else",
+            drift.clone(),
+        );
+        registry.register(
+            "prune_refusals",
+            "Prunes refused by a guard (empty render, mass prune)",
+            prune_refusals.clone(),
+        );
+        registry.register(
+            "git_fetch_errors",
+            "Failed git fetches by reason",
+            fetch_errors.clone(),
+        );
+        registry.register(
+            "apply_errors",
+            "Failed applies and deletes by category",
+            apply_errors.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 when this agent holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconcile_duration,
+            objects,
+            drift,
+            prune_refusals,
+            fetch_errors,
+            apply_errors,
+            leader,
+        }
     }
 }
 
@@ -102,15 +139,29 @@ pub fn router(probes: Probes) -> axum::Router {
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route(
             "/readyz",
-            axum::routing::get(|axum::extract::State(p): axum::extract::State<Probes>| async move {
-                if p.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
-            }),
+            axum::routing::get(
+                |axum::extract::State(p): axum::extract::State<Probes>| async move {
+                    if p.ready.load(Ordering::Relaxed) {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                },
+            ),
         )
         .route(
             "/metrics",
-            axum::routing::get(|axum::extract::State(p): axum::extract::State<Probes>| async move {
-                ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], p.metrics.encode())
-            }),
+            axum::routing::get(
+                |axum::extract::State(p): axum::extract::State<Probes>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        p.metrics.encode(),
+                    )
+                },
+            ),
         )
         .with_state(probes)
 }

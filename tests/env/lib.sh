@@ -31,7 +31,9 @@ free_port() {
 # start NAME BINARY ARGS...: start a component in its own session, log to logs/NAME.log.
 start() {
   local name="$1"; shift
-  setsid "$@" >"$ENV_STATE/logs/$name.log" 2>&1 < /dev/null &
+  mkdir -p "$ENV_STATE/cmd"
+  printf '%q ' "$@" > "$ENV_STATE/cmd/$name"
+  setsid "$@" >>"$ENV_STATE/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$ENV_STATE/pids/$name"
 }
 

@@ -339,3 +339,159 @@ pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// Every request a client made: (method, path and query).
+pub type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+impl Env {
+    /// A client that records every request it sends (to count writes).
+    pub async fn counting_client(&self) -> (Client, RequestLog) {
+        fledge::install_crypto();
+        let kc = Kubeconfig::read_from(self.kubeconfig()).expect("reading the env's kubeconfig");
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+        let log: RequestLog = Default::default();
+        let log2 = log.clone();
+        let layer =
+            tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                log2.lock().unwrap().push((req.method().to_string(), pq));
+                req
+            });
+        let client = kube::client::ClientBuilder::try_from(config)
+            .expect("client builder")
+            .with_layer(&layer)
+            .build();
+        (client, log)
+    }
+}
+
+/// Write requests (not GET/LIST/WATCH) in `log`, leaving out Lease renewals and Events.
+pub fn writes(log: &RequestLog) -> Vec<(String, String)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p)| {
+            m != "GET"
+                && !p.contains("/leases/")
+                && !p.contains("/leases?")
+                && !p.contains("/events")
+        })
+        .cloned()
+        .collect()
+}
+
+/// A bare git "remote" and a clone that pushes to it.
+pub struct GitRemote {
+    pub dir: tempfile::TempDir,
+}
+
+impl GitRemote {
+    pub fn bare(&self) -> PathBuf {
+        self.dir.path().join("remote.git")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+    pub fn url(&self) -> String {
+        format!("file://{}", self.bare().display())
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=fledge-test",
+                "-c",
+                "user.email=test@fledge.invalid",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(self.work())
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A remote holding `files` in its first commit.
+    pub fn new(files: &[(&str, String)]) -> GitRemote {
+        let dir = tempfile::tempdir().unwrap();
+        let g = GitRemote { dir };
+        std::fs::create_dir_all(g.bare()).unwrap();
+        std::fs::create_dir_all(g.work()).unwrap();
+        let run = |cwd: &Path, args: &[&str]| {
+            let out = Command::new("git")
+                .args(["-c", "init.defaultBranch=main"])
+                .args(args)
+                .current_dir(cwd)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&g.bare(), &["init", "-q", "--bare"]);
+        run(&g.work(), &["init", "-q"]);
+        run(
+            &g.work(),
+            &["remote", "add", "origin", g.bare().to_str().unwrap()],
+        );
+        g.commit(files, &[], "initial");
+        g
+    }
+
+    /// Writes `files`, removes `remove`, commits and pushes. Returns the new commit.
+    pub fn commit(&self, files: &[(&str, String)], remove: &[&str], msg: &str) -> String {
+        for (path, content) in files {
+            let p = self.work().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        for path in remove {
+            let _ = std::fs::remove_file(self.work().join(path));
+        }
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-qm", msg, "--allow-empty"]);
+        self.git(&["push", "-q", "origin", "HEAD:main"]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+}
+
+/// The config-repo-template's files, with the app namespace `shop` renamed to `ns`.
+pub fn template_files(ns: &str) -> Vec<(String, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push((
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config-repo-template");
+    let mut out = Vec::new();
+    walk(&root, &root, &mut out);
+    for (_, text) in &mut out {
+        *text = text
+            .replace("namespace: shop", &format!("namespace: {ns}"))
+            .replace("  name: shop\n", &format!("  name: {ns}\n"));
+    }
+    out
+}

@@ -1,0 +1,591 @@
+//! The sync engine end to end, against the real control plane from `tests/env/` and real git
+//! repositories: initial sync of the config-repo-template, updates, prunes and their guards,
+//! unmanaged objects, drift healing, bad commits, an unreachable remote, zero-write no-ops and
+//! leader election. Agents run in-process, each scoped to its own ConfigRepos by a label.
+
+mod support;
+
+use fledge::controller::{self, Agent, AgentOptions, LeaseConfig};
+use fledge::crd::{ConditionStatus, ConfigRepo, ConfigRepoStatus};
+use fledge::server::Metrics;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use support::{Env, GitRemote, RequestLog, TestNamespace, eventually, unique, writes};
+
+struct Running {
+    agent: Arc<Agent>,
+    task: tokio::task::JoinHandle<()>,
+    log: RequestLog,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_agent(
+    env: &Env,
+    agent_ns: &str,
+    selector: &str,
+    lease: Option<LeaseConfig>,
+) -> Running {
+    let (client, log) = env.counting_client().await;
+    let opts = AgentOptions {
+        namespace: agent_ns.into(),
+        cache_dir: std::env::temp_dir().join(format!("fledge-e2e-{}", unique("cache"))),
+        lease,
+        concurrency: 16,
+        drift_debounce: Duration::from_millis(300),
+        selector: Some(selector.into()),
+    };
+    let agent = Agent::new(client, opts, Arc::new(Metrics::default()));
+    let task = tokio::spawn(controller::run(
+        agent.clone(),
+        Arc::new(AtomicBool::new(false)),
+    ));
+    Running { agent, task, log }
+}
+
+async fn create_repo(client: &Client, name: &str, selector_value: &str, url: &str, path: &str) {
+    let body = serde_json::json!({
+        "apiVersion": "fledge.dev/v1alpha1", "kind": "ConfigRepo",
+        "metadata": {"name": name, "labels": {"fledge.test/agent": selector_value}},
+        "spec": {"url": url, "path": path, "interval": "2s"}
+    });
+    Api::<ConfigRepo>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("fledge-tests").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap();
+}
+
+async fn status_where(
+    client: &Client,
+    name: &str,
+    what: &str,
+    secs: u64,
+    pred: impl Fn(&ConfigRepoStatus) -> bool,
+) -> ConfigRepoStatus {
+    let api = Api::<ConfigRepo>::all(client.clone());
+    let mut last = None;
+    let found = tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            if let Ok(r) = api.get(name).await {
+                let s = r.status.unwrap_or_default();
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("timed out waiting for {what}; last status: {last:#?}"))
+}
+
+fn cond(s: &ConfigRepoStatus, t: &str) -> Option<(ConditionStatus, String, String)> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status, c.reason.clone(), c.message.clone()))
+}
+
+fn is(s: &ConfigRepoStatus, t: &str, status: ConditionStatus) -> bool {
+    cond(s, t).is_some_and(|c| c.0 == status)
+}
+
+/// Names of the objects created for one test, deleted afterwards.
+struct Cleanup {
+    env: Env,
+    repo: String,
+    app_ns: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self
+            .env
+            .kubectl()
+            .args([
+                "delete",
+                "configrepo",
+                &self.repo,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
+        let _ = self
+            .env
+            .kubectl()
+            .args([
+                "delete",
+                "namespace",
+                &self.app_ns,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+fn cm_file(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+fn ns_file(ns: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n")
+}
+
+fn bundle(ns: &str, include: &str) -> String {
+    format!("apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {ns}\ninclude: {include}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_the_template_updates_prunes_and_noops_without_writes() {
+    let env = Env::get();
+    let client = env.client().await;
+    support::install_crds(&client).await;
+    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
+    let (app_ns, repo, id) = (unique("shop"), unique("tmpl"), unique("a"));
+    let _cleanup = Cleanup {
+        env: env.clone(),
+        repo: repo.clone(),
+        app_ns: app_ns.clone(),
+    };
+    let files = support::template_files(&app_ns);
+    let files: Vec<(&str, String)> = files.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
+    let remote = GitRemote::new(&files);
+    let first = remote.git(&["rev-parse", "HEAD"]);
+    let running = start_agent(
+        &env,
+        &agent_ns.name,
+        &format!("fledge.test/agent={id}"),
+        None,
+    )
+    .await;
+    create_repo(&client, &repo, &id, &remote.url(), "clusters/staging").await;
+
+    // Initial sync into an empty namespace: everything created, Deployment available via kwok.
+    let s = status_where(
+        &client,
+        &repo,
+        "Ready=True after the initial sync",
+        90,
+        |s| is(s, "Ready", ConditionStatus::True),
+    )
+    .await;
+    assert_eq!(s.applied_commit.as_deref(), Some(first.as_str()));
+    assert_eq!(s.inventory.len(), 6, "{s:#?}");
+    assert_eq!(s.health.as_deref(), Some("Healthy"));
+    let deploy = Api::<Deployment>::namespaced(client.clone(), &app_ns)
+        .get("shop-web")
+        .await
+        .unwrap();
+    assert_eq!(
+        deploy.status.unwrap().available_replicas,
+        Some(2),
+        "staging patch: 2 replicas, both available"
+    );
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &app_ns);
+    assert_eq!(
+        cms.get("shop-web-config").await.unwrap().data.unwrap()["LOG_LEVEL"],
+        "debug"
+    );
+    assert_eq!(
+        deploy.metadata.labels.unwrap()["fledge.dev/config-repo"],
+        repo
+    );
+
+    // A no-op reconcile of an unchanged repo: zero write requests.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = writes(&running.log);
+    running.agent.reconcile(&repo, true).await;
+    running.agent.reconcile(&repo, true).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = writes(&running.log);
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "no-op reconciles wrote: {:?}",
+        &after[before.len()..]
+    );
+
+    // A commit changing a ConfigMap updates it.
+    remote.commit(
+        &[(
+            "apps/shop-web/configmap.yaml",
+            support::template_files(&app_ns)
+                .into_iter()
+                .find(|(p, _)| p == "apps/shop-web/configmap.yaml")
+                .unwrap()
+                .1
+                .replace("http://checkout.shop.svc:8080", "http://checkout-v2:8080"),
+        )],
+        &[],
+        "point at checkout v2",
+    );
+    eventually(
+        "the ConfigMap updated from git",
+        Duration::from_secs(30),
+        || async {
+            let cm = cms.get("shop-web-config").await.ok()?;
+            (cm.data?["CHECKOUT_URL"] == "http://checkout-v2:8080").then_some(())
+        },
+    )
+    .await;
+
+    // A commit deleting a file prunes its object.
+    let app_bundle = std::fs::read_to_string(remote.work().join("apps/shop-web/fledge.yaml"))
+        .unwrap()
+        .replace("  - service.yaml\n", "");
+    let third = remote.commit(
+        &[("apps/shop-web/fledge.yaml", app_bundle)],
+        &["apps/shop-web/service.yaml"],
+        "drop the service",
+    );
+    let s = status_where(&client, &repo, "the prune of the Service", 30, |s| {
+        s.applied_commit.as_deref() == Some(third.as_str()) && s.objects.pruned == 1
+    })
+    .await;
+    assert_eq!(s.inventory.len(), 5);
+    let svcs = Api::<Service>::namespaced(client.clone(), &app_ns);
+    eventually("the Service gone", Duration::from_secs(10), || async {
+        svcs.get_opt("shop-web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        cms.get_opt("shop-web-config").await.unwrap().is_some(),
+        "the rest stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_guards_protect_against_mass_and_empty_prunes_and_unmanaged_objects() {
+    let env = Env::get();
+    let client = env.client().await;
+    support::install_crds(&client).await;
+    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
+    let (ns, repo, id) = (unique("guard"), unique("guard"), unique("a"));
+    let _cleanup = Cleanup {
+        env: env.clone(),
+        repo: repo.clone(),
+        app_ns: ns.clone(),
+    };
+    let mut files = vec![
+        ("fledge.yaml", bundle(&ns, "[ns.yaml, cms]")),
+        ("ns.yaml", ns_file(&ns)),
+    ];
+    let names: Vec<String> = (0..10).map(|i| format!("cms/cm-{i}.yaml")).collect();
+    for (i, n) in names.iter().enumerate() {
+        files.push((n.as_str(), cm_file(&format!("cm-{i}"), "v1")));
+    }
+    let remote = GitRemote::new(&files);
+    let _running = start_agent(
+        &env,
+        &agent_ns.name,
+        &format!("fledge.test/agent={id}"),
+        None,
+    )
+    .await;
+    create_repo(&client, &repo, &id, &remote.url(), ".").await;
+    status_where(&client, &repo, "initial sync", 60, |s| {
+        is(s, "Ready", ConditionStatus::True) && s.inventory.len() == 11
+    })
+    .await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+
+    // An object fledge did not create, carrying fledge's label, and a managed one protected by
+    // annotation: neither is ever deleted.
+    let intruder: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "intruder", "labels": {"fledge.dev/config-repo": repo}}, "data": {"mine": "yes"}})).unwrap();
+    cms.create(&PostParams::default(), &intruder).await.unwrap();
+    let protect =
+        serde_json::json!({"metadata": {"annotations": {"fledge.dev/prune": "disabled"}}});
+    cms.patch("cm-9", &PatchParams::default(), &Patch::Merge(&protect))
+        .await
+        .unwrap();
+
+    // Removing 8 of 11 objects (73% > 50%) is refused and deletes nothing.
+    let removed: Vec<&str> = names[2..].iter().map(String::as_str).collect();
+    remote.commit(&[], &removed, "remove most config maps");
+    let s = status_where(&client, &repo, "MassPruneRefused", 30, |s| {
+        cond(s, "Pruned").is_some_and(|c| c.1 == "MassPruneRefused")
+    })
+    .await;
+    assert!(is(&s, "Ready", ConditionStatus::False));
+    assert!(
+        cond(&s, "Pruned")
+            .unwrap()
+            .2
+            .contains("fledge.dev/allow-mass-prune"),
+        "{s:#?}"
+    );
+    assert_eq!(
+        cms.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|c| c.metadata.name.as_deref().unwrap().starts_with("cm-"))
+            .count(),
+        10
+    );
+
+    // An empty render is refused too, whatever the annotation says.
+    remote.commit(
+        &[("fledge.yaml", bundle(&ns, "[]"))],
+        &[],
+        "empty the bundle",
+    );
+    status_where(&client, &repo, "EmptyRenderRefused", 30, |s| {
+        cond(s, "Pruned").is_some_and(|c| c.1 == "EmptyRenderRefused")
+    })
+    .await;
+    assert_eq!(
+        cms.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|c| c.metadata.name.as_deref().unwrap().starts_with("cm-"))
+            .count(),
+        10
+    );
+
+    // With the annotation, the mass prune goes ahead: only unprotected managed objects go.
+    remote.commit(
+        &[("fledge.yaml", bundle(&ns, "[ns.yaml, cms]"))],
+        &[],
+        "restore the bundle",
+    );
+    let allow =
+        serde_json::json!({"metadata": {"annotations": {"fledge.dev/allow-mass-prune": "true"}}});
+    Api::<ConfigRepo>::all(client.clone())
+        .patch(&repo, &PatchParams::default(), &Patch::Merge(&allow))
+        .await
+        .unwrap();
+    status_where(&client, &repo, "the allowed prune", 30, |s| {
+        is(s, "Ready", ConditionStatus::True) && s.objects.pruned == 7
+    })
+    .await;
+    let left: Vec<String> = cms
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .filter(|n| n != "kube-root-ca.crt")
+        .collect();
+    assert_eq!(left, ["cm-0", "cm-1", "cm-9", "intruder"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_healed_and_bad_commits_keep_the_last_good_state() {
+    let env = Env::get();
+    let client = env.client().await;
+    support::install_crds(&client).await;
+    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
+    let (ns, repo, id) = (unique("drift"), unique("drift"), unique("a"));
+    let _cleanup = Cleanup {
+        env: env.clone(),
+        repo: repo.clone(),
+        app_ns: ns.clone(),
+    };
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n".to_owned();
+    let remote = GitRemote::new(&[
+        ("fledge.yaml", bundle(&ns, "[ns.yaml, cm.yaml, svc.yaml]")),
+        ("ns.yaml", ns_file(&ns)),
+        ("cm.yaml", cm_file("settings", "from-git")),
+        ("svc.yaml", svc),
+    ]);
+    let _running = start_agent(
+        &env,
+        &agent_ns.name,
+        &format!("fledge.test/agent={id}"),
+        None,
+    )
+    .await;
+    create_repo(&client, &repo, &id, &remote.url(), ".").await;
+    status_where(&client, &repo, "initial sync", 60, |s| {
+        is(s, "Ready", ConditionStatus::True)
+    })
+    .await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let svcs = Api::<Service>::namespaced(client.clone(), &ns);
+
+    // A kubectl-style edit and a deletion by hand are healed within seconds.
+    let edit = serde_json::json!({"data": {"value": "edited-by-hand"}});
+    cms.patch("settings", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    svcs.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually("drift healed", Duration::from_secs(20), || async {
+        let value = cms.get("settings").await.ok()?.data?["value"].clone();
+        let svc = svcs.get_opt("web").await.ok()??;
+        (value == "from-git" && svc.metadata.deletion_timestamp.is_none()).then_some(())
+    })
+    .await;
+    let s = status_where(&client, &repo, "drift counted", 20, |s| s.drift_count >= 2).await;
+    assert!(is(&s, "Ready", ConditionStatus::True));
+
+    // A commit that does not render: nothing applied or pruned, the error in the status.
+    remote.commit(
+        &[(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings\ndata: {value: broken}\n"
+                .into(),
+        )],
+        &[],
+        "broken yaml",
+    );
+    let s = status_where(&client, &repo, "RenderFailed", 30, |s| {
+        is(s, "Rendered", ConditionStatus::False)
+    })
+    .await;
+    assert!(
+        s.errors
+            .iter()
+            .any(|e| e.object == "cm.yaml" && e.message.starts_with("cm.yaml:")),
+        "{s:#?}"
+    );
+    assert!(
+        cond(&s, "Ready")
+            .unwrap()
+            .2
+            .contains("last good state stays applied")
+    );
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["value"],
+        "from-git"
+    );
+    assert!(svcs.get_opt("web").await.unwrap().is_some());
+
+    // Fixed: back to normal.
+    remote.commit(&[("cm.yaml", cm_file("settings", "fixed"))], &[], "fix");
+    status_where(&client, &repo, "recovered", 30, |s| {
+        is(s, "Ready", ConditionStatus::True) && is(s, "Rendered", ConditionStatus::True)
+    })
+    .await;
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["value"],
+        "fixed"
+    );
+
+    // The remote goes away: Fetched=False, the cluster keeps its state; it comes back: recovers.
+    let moved = remote.dir.path().join("moved.git");
+    std::fs::rename(remote.bare(), &moved).unwrap();
+    let s = status_where(&client, &repo, "Fetched=False", 30, |s| {
+        is(s, "Fetched", ConditionStatus::False)
+    })
+    .await;
+    assert!(
+        cond(&s, "Fetched").unwrap().2.contains("not found"),
+        "{s:#?}"
+    );
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["value"],
+        "fixed"
+    );
+    std::fs::rename(&moved, remote.bare()).unwrap();
+    remote.commit(
+        &[("cm.yaml", cm_file("settings", "after-outage"))],
+        &[],
+        "after the outage",
+    );
+    status_where(&client, &repo, "Fetched=True again", 30, |s| {
+        is(s, "Fetched", ConditionStatus::True) && is(s, "Ready", ConditionStatus::True)
+    })
+    .await;
+    eventually(
+        "the new commit applied",
+        Duration::from_secs(20),
+        || async {
+            (cms.get("settings").await.ok()?.data?["value"] == "after-outage").then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_one_leader_and_the_standby_takes_over() {
+    let env = Env::get();
+    let client = env.client().await;
+    support::install_crds(&client).await;
+    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
+    let (ns, repo, id) = (unique("lead"), unique("lead"), unique("a"));
+    let _cleanup = Cleanup {
+        env: env.clone(),
+        repo: repo.clone(),
+        app_ns: ns.clone(),
+    };
+    let remote = GitRemote::new(&[
+        ("fledge.yaml", bundle(&ns, "[ns.yaml, cm.yaml]")),
+        ("ns.yaml", ns_file(&ns)),
+        ("cm.yaml", cm_file("shared", "one")),
+    ]);
+    let lease = |who: &str| {
+        Some(LeaseConfig {
+            namespace: agent_ns.name.clone(),
+            name: format!("lease-{id}"),
+            identity: who.into(),
+            duration: Duration::from_secs(4),
+        })
+    };
+    let selector = format!("fledge.test/agent={id}");
+    let a = start_agent(&env, &agent_ns.name, &selector, lease("agent-a")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // a takes the lease first
+    let b = start_agent(&env, &agent_ns.name, &selector, lease("agent-b")).await;
+    create_repo(&client, &repo, &id, &remote.url(), ".").await;
+    status_where(&client, &repo, "initial sync", 60, |s| {
+        is(s, "Ready", ConditionStatus::True)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (wa, wb) = (writes(&a.log), writes(&b.log));
+    assert!(!wa.is_empty(), "the leader wrote");
+    assert!(
+        wb.is_empty(),
+        "the standby wrote nothing but its lease attempts: {wb:?}"
+    );
+    let managers: Vec<String> = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("shared")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(managers, ["fledge"]);
+
+    // The leader dies; within the lease duration the standby takes over and syncs new commits.
+    drop(a);
+    let t = std::time::Instant::now();
+    remote.commit(&[("cm.yaml", cm_file("shared", "two"))], &[], "two");
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    eventually(
+        "the standby to take over and apply",
+        Duration::from_secs(30),
+        || async { (cms.get("shared").await.ok()?.data?["value"] == "two").then_some(()) },
+    )
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took over in {:?}",
+        t.elapsed()
+    );
+    assert!(!writes(&b.log).is_empty(), "the new leader wrote");
+}
