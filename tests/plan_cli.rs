@@ -1,0 +1,124 @@
+//! `fledge plan` against the real control plane: creates, no changes, updates as a diff from a
+//! server-side dry run, deletes from the ConfigRepo's inventory, and exit codes.
+
+mod support;
+
+use fledge::apply::Cluster;
+use fledge::render::{self, FsTree, RenderOptions};
+use std::process::Command;
+use support::{Env, unique};
+
+fn plan(env: &Env, dir: &std::path::Path, name: &str, json: bool) -> (i32, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fledge"));
+    c.args([
+        "plan",
+        "--repo",
+        dir.to_str().unwrap(),
+        "--path",
+        ".",
+        "--name",
+        name,
+    ])
+    .env("KUBECONFIG", env.kubeconfig());
+    if json {
+        c.args(["-o", "json"]);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_creates_then_nothing_then_a_diff() {
+    let env = Env::get();
+    let client = env.client().await;
+    let (ns, name) = (unique("plan"), unique("plan"));
+    let dir = tempfile::tempdir().unwrap();
+    let write = |value: &str| {
+        std::fs::write(dir.path().join("fledge.yaml"), format!("apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {ns}\ninclude: [ns.yaml, cm.yaml]\n")).unwrap();
+        std::fs::write(
+            dir.path().join("ns.yaml"),
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("cm.yaml"), format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata:\n  value: \"{value}\"\n  other: same\n")).unwrap();
+    };
+    write("v1");
+    let (code, out) = plan(&env, dir.path(), &name, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!("+ create ConfigMap {ns}/settings"))
+            && out.contains(&format!("+ create Namespace/{ns}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("Plan: 2 to create, 0 to update, 0 to delete, 0 unchanged."),
+        "{out}"
+    );
+
+    // Apply what the agent would apply.
+    let opts = RenderOptions {
+        config_repo: Some(name.clone()),
+        ..RenderOptions::default()
+    };
+    let desired = render::render(&FsTree::new(dir.path()).unwrap(), ".", &opts).unwrap();
+    let cluster = Cluster::new(client.clone());
+    let objects = desired
+        .objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (i, o.object.clone(), o.hash.clone(), false))
+        .collect();
+    for (_, r) in cluster.apply_all(objects).await {
+        r.unwrap();
+    }
+    let (code, out) = plan(&env, dir.path(), &name, false);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Plan: 0 to create, 0 to update, 0 to delete, 2 unchanged."),
+        "{out}"
+    );
+
+    write("v2");
+    let (code, out) = plan(&env, dir.path(), &name, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!("~ update ConfigMap {ns}/settings")),
+        "{out}"
+    );
+    assert!(
+        out.contains("-  value: v1") && out.contains("+  value: v2"),
+        "the diff names the changed line: {out}"
+    );
+    assert!(
+        !out.contains("+  other"),
+        "unchanged lines are context only: {out}"
+    );
+    assert!(
+        !out.contains("\x1b["),
+        "no colours when stdout is not a terminal"
+    );
+    let (code, out) = plan(&env, dir.path(), &name, true);
+    assert_eq!(code, 2);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json["update"][0]["object"],
+        format!("ConfigMap {ns}/settings")
+    );
+    assert_eq!(json["unchanged"], 1);
+
+    // A broken bundle: exit 1, nothing planned.
+    std::fs::write(dir.path().join("cm.yaml"), "kind: [\n").unwrap();
+    let (code, out) = plan(&env, dir.path(), &name, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cm.yaml:") && out.contains("nothing would be applied or pruned"),
+        "{out}"
+    );
+    let _ = env
+        .kubectl()
+        .args(["delete", "namespace", &ns, "--wait=false"])
+        .output();
+}
