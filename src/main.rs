@@ -78,5 +78,12 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
             .await
             .context("no Kubernetes configuration found (use --kubeconfig)")?,
     };
-    Ok(kube::Client::try_from(config)?)
+    // Count every request (fledge_kube_requests_total): how much load fledge puts on the API.
+    let layer = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
+        fledge::server::count_request(req.method().as_str());
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .build())
 }

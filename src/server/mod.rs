@@ -43,6 +43,31 @@ pub struct CategoryLabel {
     pub category: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: String,
+}
+
+/// Requests this process sent to the Kubernetes API, by HTTP method (counted by a client layer,
+/// see [`count_request`]).
+pub fn kube_requests() -> &'static Family<MethodLabel, Counter> {
+    static REQUESTS: std::sync::OnceLock<Family<MethodLabel, Counter>> = std::sync::OnceLock::new();
+    REQUESTS.get_or_init(Family::default)
+}
+
+/// Counts one request to the Kubernetes API (called by the client layer `fledge run` installs).
+pub fn count_request(method: &str) {
+    let method = match method {
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" => method,
+        _ => "OTHER",
+    };
+    kube_requests()
+        .get_or_create(&MethodLabel {
+            method: method.into(),
+        })
+        .inc();
+}
+
 /// The agent's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -101,6 +126,11 @@ impl Default for Metrics {
             "is_leader",
             "1 when this agent holds the leader lease",
             leader.clone(),
+        );
+        registry.register(
+            "kube_requests",
+            "Requests sent to the Kubernetes API by method",
+            kube_requests().clone(),
         );
         Metrics {
             registry,
@@ -169,4 +199,34 @@ pub fn router(probes: Probes) -> axum::Router {
 /// Serves the router on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, probes: Probes) -> std::io::Result<()> {
     axum::serve(listener, router(probes)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_use_fixed_names_and_count_requests() {
+        let m = Metrics::default();
+        count_request("PATCH");
+        count_request("WEIRD");
+        m.apply_errors
+            .get_or_create(&CategoryLabel {
+                category: "conflict".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("fledge_kube_requests_total{method=\"PATCH\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fledge_kube_requests_total{method=\"OTHER\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fledge_apply_errors_total{category=\"conflict\"} 1"),
+            "{text}"
+        );
+    }
 }

@@ -1,0 +1,330 @@
+//! Initial sync of N objects (60% ConfigMaps, 20% Services, 20% Deployments) into the real
+//! control plane from `tests/env/` (start it first; the README's test command does), with
+//! `fledge run` and with `kubectl apply --server-side -f` of the same rendered objects, side by
+//! side in the same run (different namespaces); then fledge's no-op reconciles. Reports wall
+//! times, their ratio, fledge's peak RSS, and the requests each side made (fledge's own
+//! `fledge_kube_requests_total`; kubectl's `-v=6` request log).
+//!
+//! `cargo bench --bench sync` runs 10,000 objects; under `cargo test` it runs 300.
+//! `FLEDGE_BENCH_OBJECTS` overrides the size.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_vars() -> BTreeMap<String, String> {
+    let state = std::env::var("FLEDGE_ENV_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(&std::env::var("HOME").unwrap()).join(".cache/fledge/state"));
+    let text = std::fs::read_to_string(state.join("env"))
+        .expect("control plane not running: run tests/env/up");
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn kubectl(env: &BTreeMap<String, String>) -> Command {
+    let mut c = Command::new(Path::new(&env["FLEDGE_ENV_BIN"]).join("kubectl"));
+    c.env("KUBECONFIG", &env["KUBECONFIG"]);
+    c
+}
+
+fn objects(dir: &Path, ns: &str, n: usize) {
+    std::fs::create_dir_all(dir.join("objects")).unwrap();
+    std::fs::write(dir.join("fledge.yaml"), format!("apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {ns}\ninclude: [ns.yaml, objects]\n")).unwrap();
+    std::fs::write(
+        dir.join("ns.yaml"),
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"),
+    )
+    .unwrap();
+    for i in 0..n.saturating_sub(1) {
+        let name = format!("obj-{i:05}");
+        let doc = match i % 5 {
+            0 => format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: main\n        image: registry.example.com/{name}:1\n"
+            ),
+            1 => format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80}}]\n"
+            ),
+            _ => format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  index: \"{i}\"\n  payload: \"{}\"\n",
+                "x".repeat(64)
+            ),
+        };
+        std::fs::write(dir.join(format!("objects/{name}.yaml")), doc).unwrap();
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn status(env: &BTreeMap<String, String>, name: &str) -> serde_json::Value {
+    let out = kubectl(env)
+        .args(["get", "configrepo", name, "-o", "json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn ready(s: &serde_json::Value) -> bool {
+    s["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("FLEDGE_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if bench { 10_000 } else { 300 });
+    let env = env_vars();
+    let fledge_bin = env!("CARGO_BIN_EXE_fledge");
+    let id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 0xffffff
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (fledge_ns, kubectl_ns, repo) = (
+        format!("bench-fledge-{id}"),
+        format!("bench-kubectl-{id}"),
+        format!("bench-{id}"),
+    );
+    let fledge_dir = tmp.path().join("fledge");
+    let kubectl_dir = tmp.path().join("kubectl");
+    objects(&fledge_dir, &fledge_ns, n);
+    objects(&kubectl_dir, &kubectl_ns, n);
+    // kubectl gets exactly what fledge would apply (rendered by fledge, same labels and all).
+    let rendered = Command::new(fledge_bin)
+        .args(["render", kubectl_dir.to_str().unwrap(), "--name", &repo])
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    std::fs::write(tmp.path().join("kubectl.yaml"), &rendered.stdout).unwrap();
+    // Make sure the CRDs exist before timing (fledge run installs them too, idempotently).
+    let crds = Command::new(fledge_bin).arg("crds").output().unwrap();
+    let mut apply = kubectl(&env)
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "fledge",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(apply.stdin.as_mut().unwrap(), &crds.stdout).unwrap();
+    drop(apply.stdin.take());
+    apply.wait().unwrap();
+
+    // kubectl side.
+    let t = Instant::now();
+    // -v=6 logs one line per request, which is how kubectl's requests are counted.
+    let out = kubectl(&env)
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "kubectl-bench",
+            "-v=6",
+            "-f",
+        ])
+        .arg(tmp.path().join("kubectl.yaml"))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let kubectl_time = t.elapsed();
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    let kubectl_requests = log
+        .lines()
+        .filter(|l| l.contains("\"Response\" verb="))
+        .count() as f64;
+
+    // fledge side: the agent process, from start until the ConfigRepo is Ready.
+    // The agent follows a git repository (renders are cached per commit, as in production).
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@fledge.invalid",
+            "commit",
+            "-qm",
+            "objects",
+        ],
+    ] {
+        assert!(
+            Command::new("git")
+                .args(args)
+                .current_dir(&fledge_dir)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let cr = serde_json::json!({"apiVersion": "fledge.dev/v1alpha1", "kind": "ConfigRepo", "metadata": {"name": repo, "labels": {"fledge.bench": id}},
+        "spec": {"url": format!("file://{}", fledge_dir.display()), "path": ".", "interval": "3s"}});
+    let mut c = kubectl(&env)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(c.stdin.as_mut().unwrap(), cr.to_string().as_bytes()).unwrap();
+    drop(c.stdin.take());
+    c.wait().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = Instant::now();
+    let mut agent = Command::new(fledge_bin)
+        .args([
+            "run",
+            "--cache-dir",
+            tmp.path().join("mirrors").to_str().unwrap(),
+            "--leader-election",
+            "false",
+            "--selector",
+            &format!("fledge.bench={id}"),
+            "--namespace",
+            "fledge-bench",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("KUBECONFIG", &env["KUBECONFIG"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut s = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        s = status(&env, &repo);
+        if ready(&s)
+            || s["status"]["objects"]["desired"].as_i64() == Some(n as i64)
+                && s["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Applied" && c["status"] == "True")
+                })
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fledge_time = t.elapsed();
+    assert_eq!(
+        s["status"]["objects"]["desired"].as_i64(),
+        Some(n as i64),
+        "fledge synced: {s}"
+    );
+
+    // No-op reconciles: the interval is 3 s; watch 10 s of them.
+    let metrics = |port: u16| -> (f64, f64, f64, f64) {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let get = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let writes = ["PATCH", "POST", "PUT", "DELETE"]
+            .iter()
+            .map(|m| get(&format!("fledge_kube_requests_total{{method=\"{m}\"}}")))
+            .sum::<f64>();
+        (
+            get("fledge_reconcile_duration_seconds_sum"),
+            get("fledge_reconcile_duration_seconds_count"),
+            get("fledge_kube_requests_total"),
+            writes,
+        )
+    };
+    let (_, _, fledge_requests, _) = metrics(port);
+    std::thread::sleep(Duration::from_secs(4));
+    let (sum0, count0, _, writes0) = metrics(port);
+    std::thread::sleep(Duration::from_secs(10));
+    let (sum1, count1, _, writes1) = metrics(port);
+    let noop_writes = writes1 - writes0;
+    let noop_reconciles = count1 - count0;
+    let noop_avg = if noop_reconciles > 0.0 {
+        (sum1 - sum0) / noop_reconciles
+    } else {
+        f64::NAN
+    };
+    let rss = peak_rss_kib(agent.id());
+    let _ = agent.kill();
+    let _ = agent.wait();
+    for ns in [&fledge_ns, &kubectl_ns] {
+        let _ = kubectl(&env)
+            .args(["delete", "namespace", ns, "--wait=false"])
+            .output();
+    }
+    let _ = kubectl(&env)
+        .args(["delete", "configrepo", &repo, "--wait=false"])
+        .output();
+
+    println!(
+        "sync benchmark: {n} objects (60% ConfigMaps, 20% Services, 20% Deployments) into the real control plane"
+    );
+    println!(
+        "  kubectl apply --server-side  {:>8.2} s   {kubectl_requests:>7.0} requests",
+        kubectl_time.as_secs_f64()
+    );
+    println!(
+        "  fledge run (until synced)    {:>8.2} s   {fledge_requests:>7.0} requests (process start, CRD install, discovery, status and event writes included)",
+        fledge_time.as_secs_f64()
+    );
+    println!(
+        "  ratio kubectl/fledge: {:.1}x",
+        kubectl_time.as_secs_f64() / fledge_time.as_secs_f64()
+    );
+    println!("  fledge peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    println!(
+        "  no-op reconciles in 10 s: {noop_reconciles:.0}, average {:.1} ms ({:.2}% of the initial sync), write requests: {noop_writes:.0}",
+        noop_avg * 1e3,
+        100.0 * noop_avg / fledge_time.as_secs_f64()
+    );
+    assert_eq!(noop_writes, 0.0, "no-op reconciles must not write");
+    assert!(
+        noop_reconciles >= 1.0,
+        "at least one no-op reconcile was observed"
+    );
+}
