@@ -77,13 +77,6 @@ fn status(env: &BTreeMap<String, String>, name: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
-fn ready(s: &serde_json::Value) -> bool {
-    s["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("FLEDGE_BENCH_OBJECTS")
@@ -231,22 +224,36 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Poll the agent's own /metrics (cheap) rather than spawning kubectl (which costs CPU on a
+    // 2-core machine): synced when the sync of all objects reported no failures.
     let deadline = Instant::now() + Duration::from_secs(900);
-    let mut s = serde_json::Value::Null;
-    while Instant::now() < deadline {
-        s = status(&env, &repo);
-        if ready(&s)
-            || s["status"]["objects"]["desired"].as_i64() == Some(n as i64)
-                && s["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Applied" && c["status"] == "True")
+    let synced = |text: &str| {
+        let val = |state: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "fledge_objects{{repo=\"{repo}\",state=\"{state}\"}}"
+                    ))
                 })
-        {
+                .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        };
+        val("desired") == Some(n as i64)
+            && val("failed") == Some(0)
+            && val("created") == Some(n as i64)
+    };
+    while Instant::now() < deadline {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .unwrap();
+        if synced(&String::from_utf8_lossy(&out.stdout)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let fledge_time = t.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let s = status(&env, &repo);
     assert_eq!(
         s["status"]["objects"]["desired"].as_i64(),
         Some(n as i64),

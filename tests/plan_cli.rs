@@ -71,7 +71,7 @@ async fn plan_shows_creates_then_nothing_then_a_diff() {
         .enumerate()
         .map(|(i, o)| (i, o.object.clone(), o.hash.clone(), false))
         .collect();
-    for (_, r) in cluster.apply_all(objects).await {
+    for (_, r) in cluster.apply_all(objects, &name).await {
         r.unwrap();
     }
     let (code, out) = plan(&env, dir.path(), &name, false);

@@ -32,6 +32,21 @@ fn condition<'v>(obj: &'v Value, type_: &str) -> Option<&'v Value> {
         .find(|c| c["type"] == type_)
 }
 
+/// Whether `kind` has a health rule (other kinds are healthy when present, so listing their
+/// metadata is enough).
+pub fn has_rule(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Deployment"
+            | "StatefulSet"
+            | "DaemonSet"
+            | "Job"
+            | "PersistentVolumeClaim"
+            | "CustomResourceDefinition"
+            | "Pod"
+    )
+}
+
 /// Health of a live object (its JSON), with a short reason when not healthy.
 pub fn health(obj: &Value) -> (Health, String) {
     let kind = obj["kind"].as_str().unwrap_or_default();

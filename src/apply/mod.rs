@@ -170,15 +170,18 @@ impl Cluster {
         }
     }
 
-    /// Live objects labelled for `repo`, for each of `kinds` (`(apiVersion, kind)`).
+    /// Live objects labelled for `repo`, for each of `kinds` (`(apiVersion, kind)`), reduced to
+    /// what the plan and the health check need. Lists are served from the API server's watch
+    /// cache, and kinds without a health rule are listed as metadata only (most objects).
     /// Kinds the cluster does not serve are skipped (nothing of them can be live).
     pub async fn live(
         &self,
         repo: &str,
         kinds: &[(String, String)],
-    ) -> Result<BTreeMap<ObjectKey, (Live, DynamicObject)>, ApplyError> {
+    ) -> Result<BTreeMap<ObjectKey, Seen>, ApplyError> {
         let mut out = BTreeMap::new();
         let selector = format!("{CONFIG_REPO_LABEL}={repo}");
+        let lp = ListParams::default().labels(&selector).match_any();
         for (api_version, kind) in kinds {
             let r = match self.resolve(api_version, kind).await {
                 Ok(r) => r,
@@ -186,21 +189,38 @@ impl Cluster {
                 Err(e) => return Err(e),
             };
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
-            let mut lp = ListParams::default().labels(&selector).limit(2000);
-            loop {
-                let list = api.list(&lp).await.map_err(|e| ApplyError::from_kube(&e))?;
-                for obj in list.items {
-                    let key = ObjectKey {
-                        group: r.resource.group.clone(),
-                        kind: kind.clone(),
-                        namespace: obj.metadata.namespace.clone().unwrap_or_default(),
-                        name: obj.metadata.name.clone().unwrap_or_default(),
-                    };
-                    out.insert(key, (live_of(&obj, repo), obj));
+            let key = |meta: &kube::api::ObjectMeta| ObjectKey {
+                group: r.resource.group.clone(),
+                kind: kind.clone(),
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                name: meta.name.clone().unwrap_or_default(),
+            };
+            if health::has_rule(kind) {
+                for obj in api
+                    .list(&lp)
+                    .await
+                    .map_err(|e| ApplyError::from_kube(&e))?
+                    .items
+                {
+                    out.insert(key(&obj.metadata), Seen::of(&obj, repo));
                 }
-                match list.metadata.continue_ {
-                    Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
-                    _ => break,
+            } else {
+                for obj in api
+                    .list_metadata(&lp)
+                    .await
+                    .map_err(|e| ApplyError::from_kube(&e))?
+                    .items
+                {
+                    let live = live_of_meta(&obj.metadata, repo);
+                    let marker = marker_of_meta(&obj.metadata);
+                    out.insert(
+                        key(&obj.metadata),
+                        Seen {
+                            live,
+                            marker,
+                            health: (Health::Healthy, String::new()),
+                        },
+                    );
                 }
             }
         }
@@ -261,7 +281,8 @@ impl Cluster {
     pub async fn apply_all(
         &self,
         objects: Vec<(usize, Value, String, bool)>,
-    ) -> Vec<(usize, Result<DynamicObject, ApplyError>)> {
+        repo: &str,
+    ) -> Vec<(usize, Result<Seen, ApplyError>)> {
         let mut waves: BTreeMap<u8, Vec<(usize, Value, String, bool)>> = BTreeMap::new();
         for o in objects {
             let group = split_api_version(o.1["apiVersion"].as_str().unwrap_or_default()).0;
@@ -273,20 +294,22 @@ impl Cluster {
             let sem = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
             let mut tasks = tokio::task::JoinSet::new();
             for (i, obj, hash, force) in wave {
-                let (this, sem) = (self.clone(), sem.clone());
+                let (this, sem, repo) = (self.clone(), sem.clone(), repo.to_owned());
                 tasks.spawn(async move {
                     let _permit = sem.acquire_owned().await;
-                    (i, this.apply_one(&obj, &hash, force, false).await)
+                    let res = this.apply_one(&obj, &hash, force, false).await;
+                    let name = res
+                        .as_ref()
+                        .ok()
+                        .filter(|_| rank == 0)
+                        .and_then(|o| o.metadata.name.clone());
+                    (i, res.map(|o| Seen::of(&o, &repo)), name)
                 });
             }
             let mut crds = Vec::new();
             while let Some(done) = tasks.join_next().await {
-                let Ok((i, res)) = done else { continue };
-                if rank == 0
-                    && let Ok(o) = &res
-                {
-                    crds.push(o.metadata.name.clone().unwrap_or_default());
-                }
+                let Ok((i, res, crd)) = done else { continue };
+                crds.extend(crd);
                 results.push((i, res));
             }
             if !crds.is_empty() {
@@ -343,19 +366,48 @@ impl Cluster {
     }
 }
 
-/// The plan's view of a live object.
-pub fn live_of(obj: &DynamicObject, repo: &str) -> Live {
-    let annotations = obj.metadata.annotations.as_ref();
+/// What a sync keeps of a live object: the plan's view, the drift marker and the health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub live: Live,
+    pub marker: String,
+    pub health: (Health, String),
+}
+
+impl Seen {
+    pub fn of(obj: &DynamicObject, repo: &str) -> Seen {
+        let health = match serde_json::to_value(obj) {
+            Ok(v) => health::health(&v),
+            Err(_) => (Health::Healthy, String::new()),
+        };
+        Seen {
+            live: live_of_meta(&obj.metadata, repo),
+            marker: marker(obj),
+            health,
+        }
+    }
+}
+
+/// `g<generation>` or `r<resourceVersion>` from metadata.
+pub fn marker_of_meta(meta: &kube::api::ObjectMeta) -> String {
+    match meta.generation {
+        Some(g) if g > 0 => format!("g{g}"),
+        _ => format!("r{}", meta.resource_version.clone().unwrap_or_default()),
+    }
+}
+
+/// The plan's view of a live object, from its metadata.
+pub fn live_of_meta(meta: &kube::api::ObjectMeta, repo: &str) -> Live {
+    let annotations = meta.annotations.as_ref();
     Live {
         hash: annotations
             .and_then(|a| a.get(CONTENT_HASH_ANNOTATION))
             .cloned(),
-        marker: marker(obj),
+        marker: marker_of_meta(meta),
         prune_disabled: annotations
             .and_then(|a| a.get(PRUNE_ANNOTATION))
             .is_some_and(|v| v == "disabled"),
-        labelled: obj
-            .metadata
+        labelled: meta
             .labels
             .as_ref()
             .and_then(|l| l.get(CONFIG_REPO_LABEL))

@@ -445,7 +445,7 @@ impl Agent {
         };
         let live_view = live
             .iter()
-            .map(|(k, (l, _))| (k.clone(), l.clone()))
+            .map(|(k, seen)| (k.clone(), seen.live.clone()))
             .collect();
 
         // 3. plan
@@ -501,32 +501,18 @@ impl Agent {
             .collect();
 
         // 4. apply
-        let mut observed: Vec<String> = desired
+        let mut seen: Vec<Option<apply::Seen>> = desired
             .objects
             .iter()
-            .map(|o| {
-                live.get(&o.key)
-                    .map(|(_, obj)| apply::marker(obj))
-                    .unwrap_or_default()
-            })
+            .map(|o| live.get(&o.key).cloned())
             .collect();
-        let mut live_json: Vec<Option<serde_json::Value>> = desired
-            .objects
-            .iter()
-            .map(|o| {
-                live.get(&o.key)
-                    .and_then(|(_, obj)| serde_json::to_value(obj).ok())
-            })
-            .collect();
+        drop(live);
         let mut failed = Vec::new();
         let applied_any = !to_apply.is_empty();
         let mut unavailable = false;
-        for (i, res) in self.cluster.apply_all(to_apply).await {
+        for (i, res) in self.cluster.apply_all(to_apply, &name).await {
             match res {
-                Ok(obj) => {
-                    observed[i] = apply::marker(&obj);
-                    live_json[i] = serde_json::to_value(&obj).ok();
-                }
+                Ok(s) => seen[i] = Some(s),
                 Err(e) => {
                     self.metrics
                         .apply_errors
@@ -686,8 +672,11 @@ impl Agent {
             .iter()
             .enumerate()
             // What is live is managed; what failed to be created is not (yet).
-            .filter(|(i, _)| live_json[*i].is_some())
-            .map(|(i, o)| plan::entry_of(o, observed[i].clone()))
+            .filter_map(|(i, o)| {
+                seen[i]
+                    .as_ref()
+                    .map(|s| plan::entry_of(o, s.marker.clone()))
+            })
             .collect();
         inv.extend(kept_in_inventory);
         inv.sort();
@@ -711,8 +700,8 @@ impl Agent {
         let mut worst = Health::Healthy;
         let mut unhealthy = Vec::new();
         for (i, o) in desired.objects.iter().enumerate() {
-            let Some(obj) = &live_json[i] else { continue };
-            let (h, why) = apply::health(obj);
+            let Some(seen) = &seen[i] else { continue };
+            let (h, why) = seen.health.clone();
             if h != Health::Healthy {
                 unhealthy.push(ObjectError {
                     object: o.key.to_string(),
