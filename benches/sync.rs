@@ -57,6 +57,35 @@ fn objects(dir: &Path, ns: &str, n: usize) {
     }
 }
 
+/// Children's user + system seconds from bash's `times` output (last line: `0m1.5s 0m0.3s`).
+fn cpu_from_times(text: &str) -> f64 {
+    let secs = |t: &str| -> f64 {
+        let (m, s) = t
+            .trim_end_matches('s')
+            .split_once('m')
+            .unwrap_or(("0", "0"));
+        m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
+    };
+    text.lines()
+        .last()
+        .map(|l| l.split_whitespace().map(secs).sum())
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds (user + system) a running process has used.
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -159,6 +188,7 @@ fn main() {
             .unwrap_or("")
     );
     let log = String::from_utf8_lossy(&out.stderr);
+    let kubectl_cpu = cpu_from_times(&log);
     let kubectl_requests = log
         .lines()
         .filter(|l| l.contains("\"Response\" verb="))
@@ -252,6 +282,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let fledge_time = t.elapsed();
+    let fledge_cpu = cpu_of(agent.id());
     std::thread::sleep(Duration::from_secs(1));
     let s = status(&env, &repo);
     assert_eq!(
@@ -312,11 +343,11 @@ fn main() {
         "sync benchmark: {n} objects (60% ConfigMaps, 20% Services, 20% Deployments) into the real control plane"
     );
     println!(
-        "  kubectl apply --server-side  {:>8.2} s   {kubectl_requests:>7.0} requests",
+        "  kubectl apply --server-side  {:>8.2} s wall  {kubectl_cpu:>6.2} s CPU  {kubectl_requests:>7.0} requests",
         kubectl_time.as_secs_f64()
     );
     println!(
-        "  fledge run (until synced)    {:>8.2} s   {fledge_requests:>7.0} requests (process start, CRD install, discovery, status and event writes included)",
+        "  fledge run (until synced)    {:>8.2} s wall  {fledge_cpu:>6.2} s CPU  {fledge_requests:>7.0} requests (process start, CRD install, discovery, status and event writes included)",
         fledge_time.as_secs_f64()
     );
     println!(

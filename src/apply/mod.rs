@@ -291,26 +291,37 @@ impl Cluster {
         }
         let mut results = Vec::new();
         for (rank, wave) in waves {
-            let sem = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
-            let mut tasks = tokio::task::JoinSet::new();
-            for (i, obj, hash, force) in wave {
-                let (this, sem, repo) = (self.clone(), sem.clone(), repo.to_owned());
-                tasks.spawn(async move {
-                    let _permit = sem.acquire_owned().await;
-                    let res = this.apply_one(&obj, &hash, force, false).await;
-                    let name = res
-                        .as_ref()
-                        .ok()
-                        .filter(|_| rank == 0)
-                        .and_then(|o| o.metadata.name.clone());
-                    (i, res.map(|o| Seen::of(&o, &repo)), name)
+            // A fixed pool of workers pulling from the wave: memory stays flat however many
+            // objects there are (one future per worker, not one per object).
+            let queue = Arc::new(std::sync::Mutex::new(wave.into_iter()));
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..self.concurrency.max(1) {
+                let (this, queue, repo) = (self.clone(), queue.clone(), repo.to_owned());
+                workers.spawn(async move {
+                    let mut done = Vec::new();
+                    loop {
+                        let next = queue.lock().expect("apply queue").next();
+                        let Some((i, obj, hash, force)) = next else {
+                            break;
+                        };
+                        let res = this.apply_one(&obj, &hash, force, false).await;
+                        drop(obj);
+                        let crd = res
+                            .as_ref()
+                            .ok()
+                            .filter(|_| rank == 0)
+                            .and_then(|o| o.metadata.name.clone());
+                        done.push((i, res.map(|o| Seen::of(&o, &repo)), crd));
+                    }
+                    done
                 });
             }
             let mut crds = Vec::new();
-            while let Some(done) = tasks.join_next().await {
-                let Ok((i, res, crd)) = done else { continue };
-                crds.extend(crd);
-                results.push((i, res));
+            while let Some(finished) = workers.join_next().await {
+                for (i, res, crd) in finished.unwrap_or_default() {
+                    crds.extend(crd);
+                    results.push((i, res));
+                }
             }
             if !crds.is_empty() {
                 self.wait_established(&crds, Duration::from_secs(60)).await;
@@ -376,9 +387,14 @@ pub struct Seen {
 
 impl Seen {
     pub fn of(obj: &DynamicObject, repo: &str) -> Seen {
-        let health = match serde_json::to_value(obj) {
-            Ok(v) => health::health(&v),
-            Err(_) => (Health::Healthy, String::new()),
+        let kind = obj
+            .types
+            .as_ref()
+            .map(|t| t.kind.as_str())
+            .unwrap_or_default();
+        let health = match health::has_rule(kind).then(|| serde_json::to_value(obj)) {
+            Some(Ok(v)) => health::health(&v),
+            _ => (Health::Healthy, String::new()),
         };
         Seen {
             live: live_of_meta(&obj.metadata, repo),
