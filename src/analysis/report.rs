@@ -40,7 +40,11 @@ fn p(m: &MetricResult) -> String {
 }
 
 fn header(v: &Verdict) -> String {
-    format!("{} (score {}/100): {}", v.outcome, num(v.score), v.reason)
+    let mut reason = v.reason.clone();
+    if reason.chars().count() > 500 {
+        reason = reason.chars().take(497).collect::<String>() + "...";
+    }
+    format!("{} (score {}/100): {}", v.outcome, num(v.score), reason)
 }
 
 /// A plain-text table for terminals.

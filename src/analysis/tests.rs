@@ -206,3 +206,34 @@ proptest! {
         prop_assert_ne!(judge(&golden(), &BTreeMap::new()).outcome, Outcome::Pass);
     }
 }
+
+#[test]
+fn markdown_reports_fit_in_a_github_body() {
+    let metrics: String = (0..3000)
+        .map(|i| {
+            format!("- {{name: metric-with-a-long-name-{i}, query: q, threshold: {{max: 1}}}}\n")
+        })
+        .collect();
+    let s = spec(&format!(
+        "prometheus: {{address: x}}\nminSamples: 1\nmetrics:\n{metrics}"
+    ));
+    let obs: BTreeMap<String, Observation> = s
+        .metrics
+        .iter()
+        .map(|m| (m.name.clone(), obs(&[2.0, 3.0], &[])))
+        .collect();
+    let v = judge(&s, &obs);
+    let md = super::report::markdown(&v, super::report::GITHUB_BODY_LIMIT);
+    assert!(
+        md.len() <= super::report::GITHUB_BODY_LIMIT,
+        "{} characters",
+        md.len()
+    );
+    assert!(md.contains("more metrics not shown"));
+    assert!(md.contains("| metric-with-a-long-name-0 |"));
+    // Pipes in reasons cannot break the table.
+    let mut v2 = v.clone();
+    v2.metrics.truncate(1);
+    v2.metrics[0].reason = "a | b".into();
+    assert!(super::report::markdown(&v2, 65_536).contains("a \\| b"));
+}

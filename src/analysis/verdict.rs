@@ -392,10 +392,10 @@ pub fn score(spec: &AnalysisTemplateSpec, metrics: Vec<MetricResult>) -> Verdict
     let (outcome, reason) = if metrics.is_empty() {
         (Outcome::Inconclusive, "no metrics".to_owned())
     } else if !errors.is_empty() {
-        let names: Vec<&str> = errors.iter().map(|m| m.name.as_str()).collect();
+        let names: Vec<String> = errors.iter().map(|m| m.name.clone()).collect();
         (
             Outcome::Inconclusive,
-            format!("queries failed for {}", names.join(", ")),
+            format!("queries failed for {}", list(names)),
         )
     } else if let Some(m) = critical_failed.first() {
         score = 0.0;
@@ -431,7 +431,7 @@ pub fn score(spec: &AnalysisTemplateSpec, metrics: Vec<MetricResult>) -> Verdict
         };
         (
             outcome,
-            format!("score {} ({})", fmt_num(score), failing.join(", ")),
+            format!("score {} ({})", fmt_num(score), list(failing)),
         )
     };
     Verdict {
@@ -442,6 +442,19 @@ pub fn score(spec: &AnalysisTemplateSpec, metrics: Vec<MetricResult>) -> Verdict
         groups,
         context: BTreeMap::new(),
     }
+}
+
+/// `a, b, c, d, e and 7 more`: short enough for a one-line reason.
+fn list(items: Vec<String>) -> String {
+    const SHOWN: usize = 5;
+    if items.len() <= SHOWN {
+        return items.join(", ");
+    }
+    format!(
+        "{} and {} more",
+        items[..SHOWN].join(", "),
+        items.len() - SHOWN
+    )
 }
 
 fn outcome_word(o: MetricOutcome) -> &'static str {

@@ -155,10 +155,13 @@ pub async fn plan_cmd(
             }
         }
     }
-    if let Some(repo) = Api::<ConfigRepo>::all(client.clone())
-        .get_opt(&name)
-        .await?
-    {
+    // No ConfigRepo (or fledge's CRDs not installed at all): nothing is in an inventory.
+    let repo = match Api::<ConfigRepo>::all(client.clone()).get_opt(&name).await {
+        Ok(r) => r,
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(e) => return Err(e).context("reading the ConfigRepo's inventory"),
+    };
+    if let Some(repo) = repo {
         let wanted: std::collections::BTreeSet<String> =
             desired.objects.iter().map(|o| o.key.to_string()).collect();
         for e in repo.status.unwrap_or_default().inventory {
