@@ -376,7 +376,7 @@ async fn prune_guards_protect_against_mass_and_empty_prunes_and_unmanaged_object
         .await
         .unwrap();
     status_where(&client, &repo, "the allowed prune", 30, |s| {
-        is(s, "Ready", ConditionStatus::True) && s.objects.pruned == 7
+        is(s, "Ready", ConditionStatus::True) && s.objects.pruned == 8
     })
     .await;
     let left: Vec<String> = cms
