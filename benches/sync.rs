@@ -57,21 +57,6 @@ fn objects(dir: &Path, ns: &str, n: usize) {
     }
 }
 
-/// Children's user + system seconds from bash's `times` output (last line: `0m1.5s 0m0.3s`).
-fn cpu_from_times(text: &str) -> f64 {
-    let secs = |t: &str| -> f64 {
-        let (m, s) = t
-            .trim_end_matches('s')
-            .split_once('m')
-            .unwrap_or(("0", "0"));
-        m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
-    };
-    text.lines()
-        .last()
-        .map(|l| l.split_whitespace().map(secs).sum())
-        .unwrap_or(0.0)
-}
-
 /// CPU seconds (user + system) a running process has used.
 fn cpu_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -164,8 +149,9 @@ fn main() {
 
     // kubectl side.
     let t = Instant::now();
-    // -v=6 logs one line per request, which is how kubectl's requests are counted.
-    let out = kubectl(&env)
+    // -v=6 logs one line per request, which is how kubectl's requests are counted; its CPU time
+    // is sampled from /proc while it runs.
+    let mut child = kubectl(&env)
         .args([
             "apply",
             "--server-side",
@@ -176,19 +162,31 @@ fn main() {
         ])
         .arg(tmp.path().join("kubectl.yaml"))
         .stdout(Stdio::null())
-        .output()
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut kubectl_cpu = 0.0;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        kubectl_cpu = cpu_of(child.id()).max(kubectl_cpu);
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let kubectl_time = t.elapsed();
+    let log = reader.join().unwrap();
     assert!(
-        out.status.success(),
+        exit.success(),
         "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .last()
-            .unwrap_or("")
+        log.lines().last().unwrap_or("")
     );
-    let log = String::from_utf8_lossy(&out.stderr);
-    let kubectl_cpu = cpu_from_times(&log);
+
     let kubectl_requests = log
         .lines()
         .filter(|l| l.contains("\"Response\" verb="))
