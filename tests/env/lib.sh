@@ -13,11 +13,15 @@ pid_alive() {
 }
 
 # free_port: a TCP port on 127.0.0.1 nobody listens on (and that we did not hand out before).
+# Ports are drawn below the kernel's ephemeral range (where outgoing connections take their
+# local ports, which a listener then cannot bind even though nothing listens there).
 declare -A _given_ports=()
+_eph_low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
 free_port() {
-  local p
+  local p span=$(( _eph_low - 1 - 15000 ))
+  (( span > 1000 )) || span=1000
   for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 30000 ))
+    p=$(( 15000 + RANDOM % span ))
     [ -n "${_given_ports[$p]:-}" ] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       _given_ports[$p]=1
