@@ -2,7 +2,10 @@
 //! `tests/fixtures/render/` (each case read from a work tree *and* from a git commit), the
 //! config-repo-template, output formats and exit codes.
 
+mod support;
+
 use std::path::{Path, PathBuf};
+use support::{copy_tree, git};
 use std::process::{Command, Output};
 
 fn fledge() -> Command {
@@ -12,44 +15,6 @@ fn fledge() -> Command {
         std::env::temp_dir().join("fledge-test-mirrors"),
     );
     c
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=fledge-test",
-            "-c",
-            "user.email=test@fledge.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Copies a directory tree, keeping symlinks as symlinks.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        let ft = entry.file_type().unwrap();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
-        } else if ft.is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
 }
 
 struct Case {

@@ -4,31 +4,12 @@
 
 use fledge::render::{self, RenderOptions};
 use fledge::source::{self, Auth, GitTree, Mirror, Reason};
+mod support;
+
 use std::path::{Path, PathBuf};
+use support::{copy_tree, git};
 use std::process::Command;
 use std::time::Duration;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=fledge-test",
-            "-c",
-            "user.email=test@fledge.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 struct Remote {
     _dir: tempfile::TempDir,
@@ -45,7 +26,7 @@ impl Remote {
         std::fs::create_dir_all(&bare).unwrap();
         git(&bare, &["init", "-q", "--bare"]);
         git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "work"]);
-        copy(
+        copy_tree(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("config-repo-template"),
             &work,
         );
@@ -80,18 +61,6 @@ impl Remote {
         std::fs::write(&path, re + "\n").unwrap();
         git(&self.work, &["commit", "-qam", msg]);
         git(&self.work, &["rev-parse", "HEAD"])
-    }
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
     }
 }
 

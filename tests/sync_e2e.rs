@@ -138,6 +138,12 @@ impl Drop for Cleanup {
     }
 }
 
+/// How many of the test's `cm-*` ConfigMaps exist.
+async fn managed_cms(cms: &Api<ConfigMap>) -> usize {
+    let list = cms.list(&Default::default()).await.unwrap();
+    list.items.iter().filter(|c| c.metadata.name.as_deref().unwrap_or("").starts_with("cm-")).count()
+}
+
 fn cm_file(name: &str, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
@@ -332,13 +338,7 @@ async fn prune_guards_protect_against_mass_and_empty_prunes_and_unmanaged_object
         "{s:#?}"
     );
     assert_eq!(
-        cms.list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|c| c.metadata.name.as_deref().unwrap().starts_with("cm-"))
-            .count(),
+        managed_cms(&cms).await,
         10
     );
 
@@ -353,13 +353,7 @@ async fn prune_guards_protect_against_mass_and_empty_prunes_and_unmanaged_object
     })
     .await;
     assert_eq!(
-        cms.list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|c| c.metadata.name.as_deref().unwrap().starts_with("cm-"))
-            .count(),
+        managed_cms(&cms).await,
         10
     );
 

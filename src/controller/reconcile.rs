@@ -361,10 +361,7 @@ impl Agent {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(repo = %name, error = %e, "fetch failed");
-                if repo
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fetched"))
+                if previous(repo, "Fetched")
                     .is_none_or(|c| c.status != crate::crd::ConditionStatus::False)
                 {
                     self.event(repo, EventType::Warning, "FetchFailed", e.clone())
@@ -386,10 +383,7 @@ impl Agent {
                         message: e.to_string(),
                     })
                     .collect();
-                if repo
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Rendered"))
+                if previous(repo, "Rendered")
                     .is_none_or(|c| c.status != crate::crd::ConditionStatus::False)
                 {
                     self.event(
@@ -414,23 +408,14 @@ impl Agent {
             .map(|o| (o.api_version.clone(), o.key.kind.clone()))
             .collect();
         for e in &inventory {
-            let av = if e.group.is_empty() {
-                e.version.clone()
-            } else {
-                format!("{}/{}", e.group, e.version)
-            };
+            let av = e.api_version();
             kinds.insert((av, e.kind.clone()));
         }
         let kinds: Vec<(String, String)> = kinds.into_iter().collect();
         let live = match self.cluster.live(&name, &kinds).await {
             Ok(l) => l,
             Err(e) => {
-                self.metrics
-                    .apply_errors
-                    .get_or_create(&CategoryLabel {
-                        category: e.category.as_str().into(),
-                    })
-                    .inc();
+                self.count_error(e.category);
                 f.applied = Some(Applied {
                     commit: commit.clone(),
                     desired: desired.objects.len(),
@@ -514,12 +499,7 @@ impl Agent {
             match res {
                 Ok(s) => seen[i] = Some(s),
                 Err(e) => {
-                    self.metrics
-                        .apply_errors
-                        .get_or_create(&CategoryLabel {
-                            category: e.category.as_str().into(),
-                        })
-                        .inc();
+                    self.count_error(e.category);
                     unavailable |= apply::is_unavailable(&e);
                     failed.push(ObjectError {
                         object: desired.objects[i].key.to_string(),
@@ -590,11 +570,7 @@ impl Agent {
         match &decision {
             PruneDecision::Allowed => {
                 for e in &p.prune {
-                    let av = if e.group.is_empty() {
-                        e.version.clone()
-                    } else {
-                        format!("{}/{}", e.group, e.version)
-                    };
+                    let av = e.api_version();
                     match self
                         .cluster
                         .delete(&av, &e.kind, &e.namespace, &e.name)
@@ -602,12 +578,7 @@ impl Agent {
                     {
                         Ok(()) => pruned += 1,
                         Err(err) => {
-                            self.metrics
-                                .apply_errors
-                                .get_or_create(&CategoryLabel {
-                                    category: err.category.as_str().into(),
-                                })
-                                .inc();
+                            self.count_error(err.category);
                             prune_failed.push(ObjectError {
                                 object: plan::entry_key(e).to_string(),
                                 message: err.message,
@@ -643,10 +614,7 @@ impl Agent {
                         reason: decision.reason().into(),
                     })
                     .inc();
-                let was_refused = repo
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Pruned"))
+                let was_refused = previous(repo, "Pruned")
                     .is_some_and(|c| c.reason == decision.reason());
                 if !was_refused {
                     self.event(
@@ -767,6 +735,17 @@ impl Agent {
                 None => labels.contains_key(term),
             })
     }
+}
+
+impl Agent {
+    fn count_error(&self, category: apply::Category) {
+        self.metrics.apply_errors.get_or_create(&CategoryLabel { category: category.as_str().into() }).inc();
+    }
+}
+
+/// The condition of `type_` in the status the reconcile started from.
+fn previous<'r>(repo: &'r ConfigRepo, type_: &str) -> Option<&'r crate::crd::Condition> {
+    repo.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
 fn short_kube(e: &kube::Error) -> String {

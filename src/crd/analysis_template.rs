@@ -29,7 +29,7 @@ pub struct AnalysisTemplateSpec {
     pub prometheus: PrometheusSpec,
     /// One sample per track per interval (Go duration).
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub interval: String,
     /// A metric with fewer samples than this in either judged track is `nodata`.
     #[serde(default = "default_min_samples")]
@@ -70,7 +70,7 @@ pub struct PrometheusSpec {
     pub address: String,
     /// Timeout of one query (Go duration, default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub timeout: Option<String>,
 }
 
@@ -188,7 +188,7 @@ pub struct OnErrorSpec {
     pub retries: u32,
     /// First backoff between retries, doubled each time (Go duration).
     #[serde(default = "default_backoff")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub backoff: String,
 }
 

@@ -41,7 +41,7 @@ pub struct ConfigRepoSpec {
     /// How often to poll the repository (Go duration, e.g. `1m`). Webhooks trigger a fetch
     /// sooner.
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub interval: String,
     /// Credentials for the repository: a Secret with `token` (https) or `identity` (ssh private
     /// key) and optionally `known_hosts`.
@@ -188,6 +188,13 @@ pub struct InventoryEntry {
     /// `r<N>` (resourceVersion, for kinds without generation). A different live value is drift.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub observed: String,
+}
+
+impl InventoryEntry {
+    /// `group/version`, or just `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+    }
 }
 
 /// Object counts by state.

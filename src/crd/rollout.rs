@@ -43,7 +43,7 @@ pub struct RolloutSpec {
     pub baseline: bool,
     /// How long the canary may take to become available before the rollout fails (Go duration).
     #[serde(default = "default_progress_deadline")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub progress_deadline: String,
     /// Steps run in order for every new pod template. Without steps the change is promoted at once.
     #[serde(default)]
@@ -161,10 +161,10 @@ pub struct AnalysisStep {
     pub template: String,
     /// Time to let the canary warm up before samples count (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub warmup: Option<String>,
     /// Length of the analysis window (Go duration).
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub duration: String,
     /// Values for the template's variables, in addition to service, namespace, track, revision.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -177,7 +177,7 @@ pub struct AnalysisStep {
 pub struct PauseStep {
     /// How long to wait (Go duration). Without it, the rollout waits for `fledge promote`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = crate::duration::PATTERN))]
     pub duration: Option<String>,
 }
 
