@@ -178,6 +178,9 @@ fn main() {
     );
     // The target of the render issue: at least 5x faster than kustomize on the same input.
     if files >= 5000 {
-        assert!(k.as_secs_f64() >= 5.0 * f.as_secs_f64(), "fledge must be >= 5x faster than kustomize: {f:?} vs {k:?}");
+        assert!(
+            k.as_secs_f64() >= 5.0 * f.as_secs_f64(),
+            "fledge must be >= 5x faster than kustomize: {f:?} vs {k:?}"
+        );
     }
 }

@@ -71,6 +71,41 @@ fn cpu_of(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds used so far by each control-plane component (pids recorded by `tests/env/up`).
+fn control_plane_cpu(env: &BTreeMap<String, String>) -> BTreeMap<String, f64> {
+    let pids = Path::new(&env["FLEDGE_ENV_STATE"]).join("pids");
+    [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+    ]
+    .iter()
+    .filter_map(|c| {
+        let pid = std::fs::read_to_string(pids.join(c))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(((*c).to_owned(), cpu_of(pid)))
+    })
+    .collect()
+}
+
+fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {
+    let mut total = 0.0;
+    let parts: Vec<String> = after
+        .iter()
+        .map(|(c, a)| {
+            let d = a - before.get(c).copied().unwrap_or(0.0);
+            total += d;
+            format!("{c} {d:.1}")
+        })
+        .collect();
+    format!("{total:.1} s ({})", parts.join(", "))
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -148,6 +183,7 @@ fn main() {
     apply.wait().unwrap();
 
     // kubectl side.
+    let cp0 = control_plane_cpu(&env);
     let t = Instant::now();
     // -v=6 logs one line per request, which is how kubectl's requests are counted; its CPU time
     // is sampled from /proc while it runs.
@@ -180,6 +216,8 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let kubectl_time = t.elapsed();
+    let cp1 = control_plane_cpu(&env);
+    let kubectl_server_cpu = cpu_delta(&cp0, &cp1);
     let log = reader.join().unwrap();
     assert!(
         exit.success(),
@@ -232,6 +270,7 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
+    let cp2 = control_plane_cpu(&env);
     let t = Instant::now();
     let mut agent = Command::new(fledge_bin)
         .args([
@@ -280,6 +319,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let fledge_time = t.elapsed();
+    let fledge_server_cpu = cpu_delta(&cp2, &control_plane_cpu(&env));
     let fledge_cpu = cpu_of(agent.id());
     std::thread::sleep(Duration::from_secs(1));
     let s = status(&env, &repo);
@@ -348,6 +388,8 @@ fn main() {
         "  fledge run (until synced)    {:>8.2} s wall  {fledge_cpu:>6.2} s CPU  {fledge_requests:>7.0} requests (process start, CRD install, discovery, status and event writes included)",
         fledge_time.as_secs_f64()
     );
+    println!("  control plane CPU during kubectl: {kubectl_server_cpu}");
+    println!("  control plane CPU during fledge:  {fledge_server_cpu}");
     println!(
         "  ratio kubectl/fledge: {:.1}x",
         kubectl_time.as_secs_f64() / fledge_time.as_secs_f64()

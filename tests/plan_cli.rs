@@ -3,7 +3,7 @@
 
 mod support;
 
-use fledge::apply::Cluster;
+use fledge::apply::{Cluster, Manifest};
 use fledge::render::{self, FsTree, RenderOptions};
 use std::process::Command;
 use support::{Env, unique};
@@ -69,9 +69,9 @@ async fn plan_shows_creates_then_nothing_then_a_diff() {
         .objects
         .iter()
         .enumerate()
-        .map(|(i, o)| (i, o.object.clone(), o.hash.clone(), false))
+        .map(|(i, o)| (i, std::sync::Arc::new(Manifest::of(o)), false))
         .collect();
-    for (_, r) in cluster.apply_all(objects, &name).await {
+    for (_, r) in cluster.apply_all(objects, &name, None).await {
         r.unwrap();
     }
     let (code, out) = plan(&env, dir.path(), &name, false);

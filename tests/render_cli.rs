@@ -5,8 +5,8 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use support::{copy_tree, git};
 use std::process::{Command, Output};
+use support::{copy_tree, git};
 
 fn fledge() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fledge"));

@@ -7,9 +7,9 @@ use fledge::source::{self, Auth, GitTree, Mirror, Reason};
 mod support;
 
 use std::path::{Path, PathBuf};
-use support::{copy_tree, git};
 use std::process::Command;
 use std::time::Duration;
+use support::{copy_tree, git};
 
 struct Remote {
     _dir: tempfile::TempDir,

@@ -141,7 +141,10 @@ impl Drop for Cleanup {
 /// How many of the test's `cm-*` ConfigMaps exist.
 async fn managed_cms(cms: &Api<ConfigMap>) -> usize {
     let list = cms.list(&Default::default()).await.unwrap();
-    list.items.iter().filter(|c| c.metadata.name.as_deref().unwrap_or("").starts_with("cm-")).count()
+    list.items
+        .iter()
+        .filter(|c| c.metadata.name.as_deref().unwrap_or("").starts_with("cm-"))
+        .count()
 }
 
 fn cm_file(name: &str, value: &str) -> String {
@@ -337,10 +340,7 @@ async fn prune_guards_protect_against_mass_and_empty_prunes_and_unmanaged_object
             .contains("fledge.dev/allow-mass-prune"),
         "{s:#?}"
     );
-    assert_eq!(
-        managed_cms(&cms).await,
-        10
-    );
+    assert_eq!(managed_cms(&cms).await, 10);
 
     // An empty render is refused too, whatever the annotation says.
     remote.commit(
@@ -352,10 +352,7 @@ async fn prune_guards_protect_against_mass_and_empty_prunes_and_unmanaged_object
         cond(s, "Pruned").is_some_and(|c| c.1 == "EmptyRenderRefused")
     })
     .await;
-    assert_eq!(
-        managed_cms(&cms).await,
-        10
-    );
+    assert_eq!(managed_cms(&cms).await, 10);
 
     // With the annotation, the mass prune goes ahead: only unprotected managed objects go.
     remote.commit(

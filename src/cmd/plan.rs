@@ -1,7 +1,7 @@
 //! `fledge plan`.
 
 use anyhow::Context;
-use fledge::apply::Cluster;
+use fledge::apply::{Cluster, Manifest};
 use fledge::cli::{PlanArgs, PlanFormat, SourceArgs, default_repo_name};
 use fledge::crd::ConfigRepo;
 use fledge::labels::CONTENT_HASH_ANNOTATION;
@@ -124,7 +124,7 @@ pub async fn plan_cmd(
             }
             Some(l) => {
                 let after = cluster
-                    .apply_one(&o.object, &o.hash, true, true)
+                    .apply_one(&Manifest::of(o), true, true)
                     .await
                     .map_err(|e| anyhow::anyhow!("dry run of {}: {e}", o.key))?;
                 let (before, after) = (

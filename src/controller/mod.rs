@@ -9,13 +9,13 @@ pub mod status;
 
 pub use leader::LeaseConfig;
 
-use crate::apply::Cluster;
+use crate::apply::{Cluster, LiveView, OnChange};
 use crate::crd::ConfigRepo;
 use crate::render::Scopes;
 use crate::server::Metrics;
 use futures_util::StreamExt;
 use kube::Client;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use queue::Queue;
@@ -53,8 +53,8 @@ pub struct Agent {
     sources: Mutex<HashMap<String, reconcile::SourceCache>>,
     scopes: Mutex<Option<(Instant, Scopes)>>,
     queue: Arc<Queue>,
-    watched: Mutex<BTreeSet<(String, String)>>,
-    watchers: Mutex<tokio::task::JoinSet<()>>,
+    /// Watches of the managed kinds: the live view reconciles plan against.
+    pub live: Arc<LiveView>,
     /// Generation last reconciled per repo (status-only updates do not requeue).
     generations: Mutex<HashMap<String, Option<i64>>>,
     /// Repos whose next reconcile must fetch (spec changed, webhook).
@@ -73,7 +73,13 @@ impl Agent {
         );
         let mut cluster = Cluster::new(client.clone());
         cluster.concurrency = opts.concurrency;
+        let queue: Arc<Queue> = Arc::default();
+        // A managed object changed outside fledge (drift, or a workload's status moved): look
+        // again after the debounce, which coalesces bursts.
+        let (q, debounce) = (queue.clone(), opts.drift_debounce);
+        let on_change: OnChange = Arc::new(move |repo: &str| q.push(repo, debounce));
         Arc::new(Agent {
+            live: Arc::new(LiveView::new(client.clone(), on_change)),
             client,
             cluster,
             opts,
@@ -81,9 +87,7 @@ impl Agent {
             recorder,
             sources: Mutex::default(),
             scopes: Mutex::default(),
-            queue: Arc::default(),
-            watched: Mutex::default(),
-            watchers: Mutex::default(),
+            queue,
             generations: Mutex::default(),
             force_fetch: Mutex::default(),
         })
@@ -93,43 +97,6 @@ impl Agent {
     pub async fn trigger(&self, repo: &str) {
         self.force_fetch.lock().await.insert(repo.to_owned());
         self.queue.push(repo, Duration::ZERO);
-    }
-
-    /// Starts drift watchers for kinds not watched yet.
-    async fn watch_kinds(self: &Agent, kinds: &[(String, String)]) {
-        let mut watched = self.watched.lock().await;
-        for (api_version, kind) in kinds {
-            if watched.contains(&(api_version.clone(), kind.clone())) {
-                continue;
-            }
-            let Ok(r) = self.cluster.resolve(api_version, kind).await else {
-                continue;
-            };
-            watched.insert((api_version.clone(), kind.clone()));
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
-            let cfg = watcher::Config::default().labels(crate::labels::CONFIG_REPO_LABEL);
-            let queue = self.queue.clone();
-            let debounce = self.opts.drift_debounce;
-            self.watchers.lock().await.spawn(async move {
-                let mut initial = true;
-                let mut stream = watcher::watcher(api, cfg).boxed();
-                while let Some(ev) = stream.next().await {
-                    match ev {
-                        Ok(watcher::Event::Init) => initial = true,
-                        Ok(watcher::Event::InitDone) => initial = false,
-                        Ok(watcher::Event::InitApply(_)) => {}
-                        Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj))
-                            if !initial =>
-                        {
-                            if let Some(repo) = reconcile::repo_of(&obj) {
-                                queue.push(&repo, debounce);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            });
-        }
     }
 }
 
@@ -225,8 +192,7 @@ pub async fn run(agent: Arc<Agent>, ready: Arc<AtomicBool>) {
         }
         tracing::warn!("lost leadership: standing by");
         drop(worker);
-        agent.watchers.lock().await.abort_all();
-        agent.watched.lock().await.clear();
+        agent.live.clear();
         agent.generations.lock().await.clear();
     }
 }

@@ -4,11 +4,26 @@
 
 use super::Agent;
 use super::status::{self, Applied, Findings};
-use crate::apply::{self, Health};
+use crate::apply::{self, Health, Manifest};
 use crate::crd::{ConfigRepo, ConfigRepoSpec, InventoryEntry, ObjectError};
-use crate::labels::{ALLOW_MASS_PRUNE_ANNOTATION, CONFIG_REPO_LABEL};
+use crate::labels::ALLOW_MASS_PRUNE_ANNOTATION;
 use crate::plan::{self, Change, PruneDecision};
 use crate::render::{Desired, FsTree, RenderErrors, RenderOptions, Scopes};
+
+/// A render as the agent keeps it between reconciles: compact manifests in apply order, or the
+/// render's errors.
+pub type Rendered = Arc<Result<Vec<Arc<Manifest>>, RenderErrors>>;
+
+/// Converts a render into manifests, one object at a time (so the value trees are freed as the
+/// compact bodies are made).
+fn compact(rendered: Result<Desired, RenderErrors>) -> Result<Vec<Arc<Manifest>>, RenderErrors> {
+    rendered.map(|d| {
+        d.objects
+            .into_iter()
+            .map(|o| Arc::new(Manifest::from_rendered(o)))
+            .collect()
+    })
+}
 use crate::server::{CategoryLabel, ReasonLabel, RepoLabel, RepoReason, RepoState};
 use crate::source::{self, Auth, GitTree, Mirror};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -30,7 +45,7 @@ pub struct SourceCache {
     pub commit: Option<String>,
     pub fetched_at: Option<Instant>,
     pub spec: Option<ConfigRepoSpec>,
-    pub desired: Option<Arc<Result<Desired, RenderErrors>>>,
+    pub desired: Option<Rendered>,
 }
 
 fn local_dir(url: &str) -> Option<PathBuf> {
@@ -98,7 +113,7 @@ impl Agent {
         &self,
         repo: &ConfigRepo,
         force_fetch: bool,
-    ) -> Result<(String, Arc<Result<Desired, RenderErrors>>), String> {
+    ) -> Result<(String, Rendered), String> {
         let name = repo.metadata.name.clone().unwrap_or_default();
         let spec = repo.spec.clone();
         let interval = crate::duration::parse(&spec.interval).unwrap_or(Duration::from_secs(60));
@@ -116,7 +131,7 @@ impl Agent {
             let desired = tokio::task::spawn_blocking(move || {
                 let tree =
                     FsTree::new(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
-                Ok::<_, String>(crate::render::render(&tree, &path, &opts))
+                Ok::<_, String>(compact(crate::render::render(&tree, &path, &opts)))
             })
             .await
             .map_err(|e| e.to_string())??;
@@ -145,7 +160,7 @@ impl Agent {
         let (url, branch, path) = (spec.url.clone(), spec.branch.clone(), spec.path.clone());
         let previous_commit = cache.commit.clone();
         let previous = cache.desired.clone().filter(|_| !spec_changed);
-        let result = tokio::task::spawn_blocking(move || -> Result<(String, Option<Result<Desired, RenderErrors>>), (String, Option<source::Reason>)> {
+        let result = tokio::task::spawn_blocking(move || -> Result<(String, Option<Result<Vec<Arc<Manifest>>, RenderErrors>>), (String, Option<source::Reason>)> {
             let mirror = Mirror::open(&cache_dir, &url).map_err(|e| (e.to_string(), Some(e.reason.clone())))?;
             if let Some(auth) = auth {
                 let auth = auth.map_err(|e| (e, Some(source::Reason::Auth)))?;
@@ -157,7 +172,7 @@ impl Agent {
                 return Ok((commit_s, None));
             }
             let tree = GitTree::at(mirror.repo(), commit).map_err(|e| (format!("reading commit {commit}: {}", e.message()), None))?;
-            Ok((commit_s, Some(crate::render::render(&tree, &path, &opts))))
+            Ok((commit_s, Some(compact(crate::render::render(&tree, &path, &opts)))))
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -398,12 +413,11 @@ impl Agent {
                 return None;
             }
         };
-        f.rendered = Some(Ok(desired.objects.len()));
+        f.rendered = Some(Ok(desired.len()));
 
         // 2. live view
         let inventory = self.read_inventory(repo).await;
         let mut kinds: BTreeSet<(String, String)> = desired
-            .objects
             .iter()
             .map(|o| (o.api_version.clone(), o.key.kind.clone()))
             .collect();
@@ -411,14 +425,13 @@ impl Agent {
             let av = e.api_version();
             kinds.insert((av, e.kind.clone()));
         }
-        let kinds: Vec<(String, String)> = kinds.into_iter().collect();
-        let live = match self.cluster.live(&name, &kinds).await {
+        let live = match self.read_live(&name, kinds).await {
             Ok(l) => l,
             Err(e) => {
                 self.count_error(e.category);
                 f.applied = Some(Applied {
                     commit: commit.clone(),
-                    desired: desired.objects.len(),
+                    desired: desired.len(),
                     failed: vec![ObjectError {
                         object: "cluster".into(),
                         message: format!("reading live objects: {e}"),
@@ -434,7 +447,7 @@ impl Agent {
             .collect();
 
         // 3. plan
-        let p = plan::plan(&desired.objects, &live_view, &inventory);
+        let p = plan::plan(&desired, &live_view, &inventory);
         let drift: Vec<usize> = p
             .apply
             .iter()
@@ -450,7 +463,7 @@ impl Agent {
             let names: Vec<String> = drift
                 .iter()
                 .take(5)
-                .map(|i| desired.objects[*i].key.to_string())
+                .map(|i| desired[*i].key.to_string())
                 .collect();
             let verb = if spec.self_heal {
                 "re-applying"
@@ -471,38 +484,32 @@ impl Agent {
         }
         // Healing drift means git wins over whoever edited the object, so it takes the fields
         // back (force); ordinary changes respect other field managers unless spec.force.
-        let to_apply: Vec<(usize, serde_json::Value, String, bool)> = p
+        let to_apply: Vec<(usize, Arc<Manifest>, bool)> = p
             .apply
             .iter()
             .filter(|(_, c)| spec.self_heal || *c != Change::Drift)
-            .map(|(i, c)| {
-                (
-                    *i,
-                    desired.objects[*i].object.clone(),
-                    desired.objects[*i].hash.clone(),
-                    spec.force || *c == Change::Drift,
-                )
-            })
+            .map(|(i, c)| (*i, desired[*i].clone(), spec.force || *c == Change::Drift))
             .collect();
 
         // 4. apply
-        let mut seen: Vec<Option<apply::Seen>> = desired
-            .objects
-            .iter()
-            .map(|o| live.get(&o.key).cloned())
-            .collect();
+        let mut seen: Vec<Option<apply::Seen>> =
+            desired.iter().map(|o| live.get(&o.key).cloned()).collect();
         drop(live);
         let mut failed = Vec::new();
         let applied_any = !to_apply.is_empty();
         let mut unavailable = false;
-        for (i, res) in self.cluster.apply_all(to_apply, &name).await {
+        for (i, res) in self
+            .cluster
+            .apply_all(to_apply, &name, Some(&self.live))
+            .await
+        {
             match res {
                 Ok(s) => seen[i] = Some(s),
                 Err(e) => {
                     self.count_error(e.category);
                     unavailable |= apply::is_unavailable(&e);
                     failed.push(ObjectError {
-                        object: desired.objects[i].key.to_string(),
+                        object: desired[i].key.to_string(),
                         message: e.message,
                     });
                 }
@@ -553,7 +560,7 @@ impl Agent {
         let decision = if failed.is_empty() {
             plan::prune_decision(
                 &p,
-                desired.objects.len(),
+                desired.len(),
                 inventory.len(),
                 spec.prune,
                 spec.max_prune_fraction,
@@ -576,7 +583,10 @@ impl Agent {
                         .delete(&av, &e.kind, &e.namespace, &e.name)
                         .await
                     {
-                        Ok(()) => pruned += 1,
+                        Ok(()) => {
+                            self.live.forget(&av, &e.kind, &e.namespace, &e.name);
+                            pruned += 1
+                        }
                         Err(err) => {
                             self.count_error(err.category);
                             prune_failed.push(ObjectError {
@@ -614,8 +624,8 @@ impl Agent {
                         reason: decision.reason().into(),
                     })
                     .inc();
-                let was_refused = previous(repo, "Pruned")
-                    .is_some_and(|c| c.reason == decision.reason());
+                let was_refused =
+                    previous(repo, "Pruned").is_some_and(|c| c.reason == decision.reason());
                 if !was_refused {
                     self.event(
                         repo,
@@ -636,7 +646,6 @@ impl Agent {
 
         // 6. inventory and health
         let mut inv: Vec<InventoryEntry> = desired
-            .objects
             .iter()
             .enumerate()
             // What is live is managed; what failed to be created is not (yet).
@@ -667,7 +676,7 @@ impl Agent {
         f.inventory_config_map = cm;
         let mut worst = Health::Healthy;
         let mut unhealthy = Vec::new();
-        for (i, o) in desired.objects.iter().enumerate() {
+        for (i, o) in desired.iter().enumerate() {
             let Some(seen) = &seen[i] else { continue };
             let (h, why) = seen.health.clone();
             if h != Health::Healthy {
@@ -679,7 +688,7 @@ impl Agent {
             worst = worst.max(h);
         }
         let states = [
-            ("desired", desired.objects.len()),
+            ("desired", desired.len()),
             ("created", created),
             ("updated", updated),
             ("unchanged", p.unchanged.len()),
@@ -699,15 +708,13 @@ impl Agent {
         f.prune = Some((decision, pruned, prune_failed));
         f.applied = Some(Applied {
             commit,
-            desired: desired.objects.len(),
+            desired: desired.len(),
             created,
             updated,
             unchanged: p.unchanged.len(),
             noop: !applied_any && pruned == 0 && failed.is_empty(),
             failed,
         });
-        // Watch the kinds we manage, to notice drift.
-        self.watch_kinds(&kinds).await;
         if unavailable {
             Some(Duration::from_secs(5))
         } else if worst == Health::Progressing {
@@ -719,6 +726,25 @@ impl Agent {
 }
 
 impl Agent {
+    /// The live objects of `repo` among `kinds` (`(apiVersion, kind)`), from the live view's
+    /// watches. Kinds the cluster does not serve are skipped (nothing of them can be live).
+    async fn read_live(
+        &self,
+        repo: &str,
+        kinds: BTreeSet<(String, String)>,
+    ) -> Result<std::collections::BTreeMap<crate::render::ObjectKey, apply::Seen>, apply::ApplyError>
+    {
+        let mut resolved = Vec::new();
+        for (api_version, kind) in kinds {
+            match self.cluster.resolve(&api_version, &kind).await {
+                Ok(r) => resolved.push((api_version, kind, r.resource)),
+                Err(e) if e.category == apply::Category::UnknownKind => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.live.read(repo, &resolved).await
+    }
+
     /// Whether the agent's selector (`k=v,k2=v2`, or `k` for "has label k") matches `repo`.
     fn selected(&self, repo: &ConfigRepo) -> bool {
         let Some(sel) = &self.opts.selector else {
@@ -739,13 +765,22 @@ impl Agent {
 
 impl Agent {
     fn count_error(&self, category: apply::Category) {
-        self.metrics.apply_errors.get_or_create(&CategoryLabel { category: category.as_str().into() }).inc();
+        self.metrics
+            .apply_errors
+            .get_or_create(&CategoryLabel {
+                category: category.as_str().into(),
+            })
+            .inc();
     }
 }
 
 /// The condition of `type_` in the status the reconcile started from.
 fn previous<'r>(repo: &'r ConfigRepo, type_: &str) -> Option<&'r crate::crd::Condition> {
-    repo.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    repo.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn short_kube(e: &kube::Error) -> String {
@@ -753,13 +788,4 @@ fn short_kube(e: &kube::Error) -> String {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
     }
-}
-
-/// The label value naming the ConfigRepo of a managed object.
-pub fn repo_of(obj: &kube::api::DynamicObject) -> Option<String> {
-    obj.metadata
-        .labels
-        .as_ref()?
-        .get(CONFIG_REPO_LABEL)
-        .cloned()
 }

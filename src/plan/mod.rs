@@ -10,6 +10,39 @@ use crate::crd::InventoryEntry;
 use crate::render::{ObjectKey, RenderedObject};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// What the plan needs of a desired object: a rendered object, or the compact form the agent
+/// keeps between reconciles ([`crate::apply::Manifest`]).
+pub trait Planned {
+    fn key(&self) -> &ObjectKey;
+    fn api_version(&self) -> &str;
+    /// Content hash of the object as rendered.
+    fn hash(&self) -> &str;
+}
+
+impl Planned for RenderedObject {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+    fn api_version(&self) -> &str {
+        &self.api_version
+    }
+    fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+impl<T: Planned> Planned for std::sync::Arc<T> {
+    fn key(&self) -> &ObjectKey {
+        (**self).key()
+    }
+    fn api_version(&self) -> &str {
+        (**self).api_version()
+    }
+    fn hash(&self) -> &str {
+        (**self).hash()
+    }
+}
+
 /// What matters about a live object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
@@ -68,26 +101,23 @@ pub fn entry_key(e: &InventoryEntry) -> ObjectKey {
 }
 
 /// Inventory entry of a desired object.
-pub fn entry_of(o: &RenderedObject, observed: String) -> InventoryEntry {
-    let version = o
-        .api_version
-        .rsplit('/')
-        .next()
-        .unwrap_or(&o.api_version)
-        .to_owned();
+pub fn entry_of(o: &impl Planned, observed: String) -> InventoryEntry {
+    let av = o.api_version();
+    let version = av.rsplit('/').next().unwrap_or(av).to_owned();
+    let key = o.key();
     InventoryEntry {
-        group: o.key.group.clone(),
+        group: key.group.clone(),
         version,
-        kind: o.key.kind.clone(),
-        namespace: o.key.namespace.clone(),
-        name: o.key.name.clone(),
+        kind: key.kind.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
         observed,
     }
 }
 
 /// Computes the plan.
 pub fn plan(
-    desired: &[RenderedObject],
+    desired: &[impl Planned],
     live: &BTreeMap<ObjectKey, Live>,
     inventory: &[InventoryEntry],
 ) -> Plan {
@@ -95,10 +125,10 @@ pub fn plan(
         inventory.iter().map(|e| (entry_key(e), e)).collect();
     let mut p = Plan::default();
     for (i, o) in desired.iter().enumerate() {
-        match (live.get(&o.key), recorded.get(&o.key)) {
+        match (live.get(o.key()), recorded.get(o.key())) {
             (None, Some(_)) => p.apply.push((i, Change::Drift)), // deleted behind our back
             (None, None) => p.apply.push((i, Change::Create)),
-            (Some(l), _) if l.hash.as_deref() != Some(o.hash.as_str()) => {
+            (Some(l), _) if l.hash.as_deref() != Some(o.hash()) => {
                 p.apply.push((i, Change::Update))
             }
             (Some(l), Some(e)) if !e.observed.is_empty() && e.observed != l.marker => {
@@ -108,7 +138,7 @@ pub fn plan(
             (Some(_), Some(_)) => p.unchanged.push(i),
         }
     }
-    let wanted: BTreeSet<&ObjectKey> = desired.iter().map(|o| &o.key).collect();
+    let wanted: BTreeSet<&ObjectKey> = desired.iter().map(|o| o.key()).collect();
     for e in inventory {
         let key = entry_key(e);
         if wanted.contains(&key) {
@@ -288,7 +318,7 @@ mod tests {
             (gone("unmanaged"), live("h", "r1")),
         ]);
         let p = plan(
-            &[],
+            &[] as &[RenderedObject],
             &l,
             &[
                 inv("old", "r1"),

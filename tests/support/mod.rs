@@ -389,12 +389,23 @@ pub fn writes(log: &RequestLog) -> Vec<(String, String)> {
 /// Runs git in `dir` (with a test identity), asserting success; returns its trimmed stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=fledge-test", "-c", "user.email=test@fledge.invalid", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=fledge-test",
+            "-c",
+            "user.email=test@fledge.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("git is installed");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 

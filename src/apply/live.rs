@@ -1,0 +1,379 @@
+//! The live view: one watch per managed kind (objects carrying `fledge.dev/config-repo`), each
+//! keeping a small [`Seen`] per object instead of the object. Reconciles read the live view from
+//! here instead of listing the cluster, so a no-op reconcile costs map lookups and no requests,
+//! and memory stays at a few hundred bytes per managed object.
+//!
+//! Kinds with a health rule (Deployments, Jobs, …) are watched whole, since their health is in
+//! their status; every other kind is watched as metadata only.
+//!
+//! The view can lag the cluster by a watch event. That is harmless: a stale entry at worst makes
+//! the plan re-apply an object (server-side apply of the same content changes nothing), and the
+//! event that brings the entry up to date also requeues the repo. Objects fledge applies are
+//! recorded from the apply response at once; the watch echo of fledge's own write is recognised
+//! by its resourceVersion and does not requeue anything.
+
+use super::{ApplyError, Category, Seen, health};
+use crate::labels::CONFIG_REPO_LABEL;
+use crate::render::ObjectKey;
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{Api, DynamicObject, ObjectMeta, PartialObjectMeta};
+use kube::core::ApiResource;
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Called with a repo's name when one of its objects changed (or left it) outside fledge.
+pub type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// One managed object as the live view keeps it.
+#[derive(Debug, Clone)]
+struct Entry {
+    repo: String,
+    seen: Seen,
+    rv: Option<u64>,
+}
+
+/// The live objects of one kind, kept by its watch.
+struct KindView {
+    objects: RwLock<HashMap<(String, String), Entry>>,
+    synced: watch::Receiver<bool>,
+    task: tokio::task::AbortHandle,
+}
+
+/// Watches of the managed kinds, started on first use.
+pub struct LiveView {
+    client: Client,
+    on_change: OnChange,
+    kinds: Mutex<HashMap<(String, String), Arc<KindView>>>,
+    /// How long a read waits for a new watch's initial list.
+    pub sync_timeout: Duration,
+}
+
+fn rv_of(meta: &ObjectMeta) -> Option<u64> {
+    meta.resource_version.as_deref()?.parse().ok()
+}
+
+fn name_of(meta: &ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Whether `new` may replace `old`: not older by resourceVersion (when both are numbers, which
+/// they are on etcd-backed servers; otherwise the newest report wins).
+fn newer(new: Option<u64>, old: Option<u64>) -> bool {
+    match (new, old) {
+        (Some(n), Some(o)) => n >= o,
+        _ => true,
+    }
+}
+
+impl LiveView {
+    pub fn new(client: Client, on_change: OnChange) -> LiveView {
+        LiveView {
+            client,
+            on_change,
+            kinds: Mutex::default(),
+            sync_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Stops every watch and forgets what they saw (on losing leadership).
+    pub fn clear(&self) {
+        for (_, k) in self.kinds.lock().expect("live view lock").drain() {
+            k.task.abort();
+        }
+    }
+
+    /// The kinds being watched, `(apiVersion, kind)`.
+    pub fn watched(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .kinds
+            .lock()
+            .expect("live view lock")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn view(&self, api_version: &str, kind: &str, resource: &ApiResource) -> Arc<KindView> {
+        let mut kinds = self.kinds.lock().expect("live view lock");
+        if let Some(k) = kinds.get(&(api_version.to_owned(), kind.to_owned())) {
+            return k.clone();
+        }
+        let (tx, rx) = watch::channel(false);
+        let objects = RwLock::new(HashMap::new());
+        // The task needs the view, the view needs the task's handle: start it paused.
+        let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Arc<KindView>>();
+        let (client, resource, on_change, kind_s) = (
+            self.client.clone(),
+            resource.clone(),
+            self.on_change.clone(),
+            kind.to_owned(),
+        );
+        let task = tokio::spawn(async move {
+            let Ok(view) = start_rx.await else { return };
+            let cfg = watcher::Config::default().labels(CONFIG_REPO_LABEL);
+            if health::has_rule(&kind_s) {
+                let api: Api<DynamicObject> = Api::all_with(client, &resource);
+                let stream = watcher::watcher(api, cfg).default_backoff().boxed();
+                run(
+                    stream,
+                    &view,
+                    &tx,
+                    &on_change,
+                    |o: &DynamicObject| &o.metadata,
+                    |o: &DynamicObject, repo| Seen::of(o, repo),
+                )
+                .await;
+            } else {
+                let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &resource);
+                let stream = watcher::watcher(api, cfg).default_backoff().boxed();
+                run(
+                    stream,
+                    &view,
+                    &tx,
+                    &on_change,
+                    |o: &PartialObjectMeta<DynamicObject>| &o.metadata,
+                    |o: &PartialObjectMeta<DynamicObject>, repo| Seen::of_meta(&o.metadata, repo),
+                )
+                .await;
+            }
+        });
+        let view = Arc::new(KindView {
+            objects,
+            synced: rx,
+            task: task.abort_handle(),
+        });
+        let _ = start_tx.send(view.clone());
+        kinds.insert((api_version.to_owned(), kind.to_owned()), view.clone());
+        view
+    }
+
+    /// The live objects labelled for `repo`, for each of `kinds` (`(apiVersion, kind)` with its
+    /// resolved resource). Starts the watches not running yet and waits for their initial list.
+    pub async fn read(
+        &self,
+        repo: &str,
+        kinds: &[(String, String, ApiResource)],
+    ) -> Result<BTreeMap<ObjectKey, Seen>, ApplyError> {
+        let views: Vec<_> = kinds
+            .iter()
+            .map(|(av, kind, r)| (r.group.clone(), kind.clone(), self.view(av, kind, r)))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (group, kind, view) in views {
+            let mut synced = view.synced.clone();
+            let waited = tokio::time::timeout(self.sync_timeout, synced.wait_for(|s| *s)).await;
+            if !matches!(waited, Ok(Ok(_))) {
+                return Err(ApplyError {
+                    category: Category::Unavailable,
+                    message: format!("the watch of {kind} has not listed its objects yet"),
+                });
+            }
+            let objects = view.objects.read().expect("live view lock");
+            for ((namespace, name), e) in objects.iter() {
+                if e.repo == repo {
+                    let key = ObjectKey {
+                        group: group.clone(),
+                        kind: kind.clone(),
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    };
+                    out.insert(key, e.seen.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records what an apply returned, so the next read sees it without waiting for the watch.
+    pub fn record(&self, api_version: &str, obj: &DynamicObject, repo: &str, seen: &Seen) {
+        let kind = obj
+            .types
+            .as_ref()
+            .map(|t| t.kind.clone())
+            .unwrap_or_default();
+        let Some(view) = self
+            .kinds
+            .lock()
+            .expect("live view lock")
+            .get(&(api_version.to_owned(), kind))
+            .cloned()
+        else {
+            return; // not watched yet: the watch's initial list will see it
+        };
+        let rv = rv_of(&obj.metadata);
+        let mut objects = view.objects.write().expect("live view lock");
+        let slot = objects.entry(name_of(&obj.metadata));
+        match slot {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if newer(rv, o.get().rv) {
+                    o.insert(Entry {
+                        repo: repo.to_owned(),
+                        seen: seen.clone(),
+                        rv,
+                    });
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Entry {
+                    repo: repo.to_owned(),
+                    seen: seen.clone(),
+                    rv,
+                });
+            }
+        }
+    }
+
+    /// Forgets an object fledge deleted.
+    pub fn forget(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
+        if let Some(view) = self
+            .kinds
+            .lock()
+            .expect("live view lock")
+            .get(&(api_version.to_owned(), kind.to_owned()))
+        {
+            view.objects
+                .write()
+                .expect("live view lock")
+                .remove(&(namespace.to_owned(), name.to_owned()));
+        }
+    }
+}
+
+impl Drop for LiveView {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Runs one kind's watch: keeps `view.objects` equal to the labelled objects, reports changes
+/// made by others, and says when the initial list is complete.
+async fn run<K, S>(
+    mut stream: S,
+    view: &KindView,
+    synced: &watch::Sender<bool>,
+    on_change: &OnChange,
+    meta: impl Fn(&K) -> &ObjectMeta,
+    seen_of: impl Fn(&K, &str) -> Seen,
+) where
+    S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
+{
+    let repo_of = |m: &ObjectMeta| {
+        m.labels
+            .as_ref()
+            .and_then(|l| l.get(CONFIG_REPO_LABEL))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let entry = |obj: &K| {
+        let m = meta(obj);
+        let repo = repo_of(m);
+        let seen = seen_of(obj, &repo);
+        (
+            name_of(m),
+            Entry {
+                repo,
+                seen,
+                rv: rv_of(m),
+            },
+        )
+    };
+    // A relist builds a fresh map, swapped in when complete (until then reads see the old one).
+    let mut relist: Option<HashMap<(String, String), Entry>> = None;
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
+            Ok(watcher::Event::InitApply(obj)) => {
+                if let Some(fresh) = relist.as_mut() {
+                    let (key, e) = entry(&obj);
+                    fresh.insert(key, e);
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(fresh) = relist.take() {
+                    let first = !*synced.borrow();
+                    let mut objects = view.objects.write().expect("live view lock");
+                    // After a reconnect, report what changed while the watch was away.
+                    let mut touched: Vec<String> = Vec::new();
+                    if !first {
+                        for (k, old) in objects.iter() {
+                            match fresh.get(k) {
+                                Some(new) if new.rv == old.rv && new.repo == old.repo => {}
+                                Some(new) => touched.extend([old.repo.clone(), new.repo.clone()]),
+                                None => touched.push(old.repo.clone()),
+                            }
+                        }
+                        for (k, new) in fresh.iter() {
+                            if !objects.contains_key(k) {
+                                touched.push(new.repo.clone());
+                            }
+                        }
+                    }
+                    *objects = fresh;
+                    drop(objects);
+                    touched.sort();
+                    touched.dedup();
+                    for repo in touched.iter().filter(|r| !r.is_empty()) {
+                        on_change(repo);
+                    }
+                }
+                synced.send_replace(true);
+            }
+            Ok(watcher::Event::Apply(obj)) => {
+                let (key, e) = entry(&obj);
+                let repo = e.repo.clone();
+                let mut objects = view.objects.write().expect("live view lock");
+                let previous = objects.get(&key).cloned();
+                // fledge's own write, already recorded from the apply response: not a change.
+                let echo = previous
+                    .as_ref()
+                    .is_some_and(|p| p.repo == repo && !newer_strict(e.rv, p.rv));
+                if previous.as_ref().is_none_or(|p| newer(e.rv, p.rv)) {
+                    objects.insert(key, e);
+                }
+                drop(objects);
+                if !echo {
+                    if let Some(p) = previous.filter(|p| p.repo != repo && !p.repo.is_empty()) {
+                        on_change(&p.repo);
+                    }
+                    if !repo.is_empty() {
+                        on_change(&repo);
+                    }
+                }
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                let m = meta(&obj);
+                let previous = view
+                    .objects
+                    .write()
+                    .expect("live view lock")
+                    .remove(&name_of(m));
+                // A deleted object, or one whose label was removed (it left the selector): the
+                // repo it belonged to must look again.
+                let repo = previous.map(|p| p.repo).unwrap_or_else(|| repo_of(m));
+                if !repo.is_empty() {
+                    on_change(&repo);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "watch of managed objects failed; retrying");
+            }
+        }
+    }
+}
+
+/// `new` is strictly newer than `old` (unknown versions count as newer).
+fn newer_strict(new: Option<u64>, old: Option<u64>) -> bool {
+    match (new, old) {
+        (Some(n), Some(o)) => n > o,
+        _ => true,
+    }
+}
