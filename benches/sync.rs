@@ -106,6 +106,23 @@ fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> S
     format!("{total:.1} s ({})", parts.join(", "))
 }
 
+/// Waits (up to 3 minutes) until the control plane is quiet: under 0.25 cores over 2 s. Each side
+/// starts on a quiet server, not while the controller-manager still works through the other
+/// side's Deployments.
+fn wait_quiet(env: &BTreeMap<String, String>) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(180) {
+        let a = control_plane_cpu(env);
+        std::thread::sleep(Duration::from_secs(2));
+        let b = control_plane_cpu(env);
+        let used: f64 = b.iter().map(|(c, v)| v - a.get(c).copied().unwrap_or(0.0)).sum();
+        if used / 2.0 < 0.25 {
+            break;
+        }
+    }
+    t.elapsed()
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -183,6 +200,7 @@ fn main() {
     apply.wait().unwrap();
 
     // kubectl side.
+    wait_quiet(&env);
     let cp0 = control_plane_cpu(&env);
     let t = Instant::now();
     // -v=6 logs one line per request, which is how kubectl's requests are counted; its CPU time
@@ -270,6 +288,7 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
+    let quiet = wait_quiet(&env);
     let cp2 = control_plane_cpu(&env);
     let t = Instant::now();
     let mut agent = Command::new(fledge_bin)
@@ -329,6 +348,26 @@ fn main() {
         "fledge synced: {s}"
     );
 
+    // No-op reconciles are measured once the repo has settled: every Deployment rolled out and
+    // Ready=True (while the controller-manager still works through the Deployments, health
+    // changes and the status is rightly rewritten).
+    let settle = Instant::now();
+    loop {
+        let s = status(&env, &repo);
+        let ready = s["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .is_some_and(|c| c["status"] == "True");
+        if ready {
+            break;
+        }
+        assert!(
+            settle.elapsed() < Duration::from_secs(600),
+            "not Ready after 10 minutes: {s}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let settle = settle.elapsed();
     // No-op reconciles: the interval is 3 s; watch 10 s of them.
     let metrics = |port: u16| -> (f64, f64, f64, f64) {
         let out = Command::new("curl")
@@ -388,6 +427,10 @@ fn main() {
         "  fledge run (until synced)    {:>8.2} s wall  {fledge_cpu:>6.2} s CPU  {fledge_requests:>7.0} requests (process start, CRD install, discovery, status and event writes included)",
         fledge_time.as_secs_f64()
     );
+    println!(
+        "  waited {:.0} s between the sides for the control plane to go quiet",
+        quiet.as_secs_f64()
+    );
     println!("  control plane CPU during kubectl: {kubectl_server_cpu}");
     println!("  control plane CPU during fledge:  {fledge_server_cpu}");
     println!(
@@ -395,6 +438,10 @@ fn main() {
         kubectl_time.as_secs_f64() / fledge_time.as_secs_f64()
     );
     println!("  fledge peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    println!(
+        "  Ready (every Deployment rolled out) {:.0} s after synced",
+        settle.as_secs_f64()
+    );
     println!(
         "  no-op reconciles in 10 s: {noop_reconciles:.0}, average {:.1} ms ({:.2}% of the initial sync), write requests: {noop_writes:.0}",
         noop_avg * 1e3,
