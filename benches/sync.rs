@@ -1,9 +1,11 @@
 //! Initial sync of N objects (60% ConfigMaps, 20% Services, 20% Deployments) into the real
 //! control plane from `tests/env/` (start it first; the README's test command does), with
 //! `fledge run` and with `kubectl apply --server-side -f` of the same rendered objects, side by
-//! side in the same run (different namespaces); then fledge's no-op reconciles. Reports wall
-//! times, their ratio, fledge's peak RSS, and the requests each side made (fledge's own
-//! `fledge_kube_requests_total`; kubectl's `-v=6` request log).
+//! side in the same run. Each side syncs into an empty cluster on a quiet control plane:
+//! kubectl's namespace is deleted before fledge starts. Then fledge's no-op reconciles, once the
+//! repo is Ready. Reports wall times, their ratio, the control plane's CPU during each side,
+//! fledge's peak RSS, and the requests each side made (fledge's own `fledge_kube_requests_total`;
+//! kubectl's `-v=6` request log).
 //!
 //! `cargo bench --bench sync` runs 10,000 objects; under `cargo test` it runs 300.
 //! `FLEDGE_BENCH_OBJECTS` overrides the size.
@@ -115,7 +117,10 @@ fn wait_quiet(env: &BTreeMap<String, String>) -> Duration {
         let a = control_plane_cpu(env);
         std::thread::sleep(Duration::from_secs(2));
         let b = control_plane_cpu(env);
-        let used: f64 = b.iter().map(|(c, v)| v - a.get(c).copied().unwrap_or(0.0)).sum();
+        let used: f64 = b
+            .iter()
+            .map(|(c, v)| v - a.get(c).copied().unwrap_or(0.0))
+            .sum();
         if used / 2.0 < 0.25 {
             break;
         }
@@ -200,7 +205,7 @@ fn main() {
     apply.wait().unwrap();
 
     // kubectl side.
-    wait_quiet(&env);
+    let quiet_before = wait_quiet(&env);
     let cp0 = control_plane_cpu(&env);
     let t = Instant::now();
     // -v=6 logs one line per request, which is how kubectl's requests are counted; its CPU time
@@ -247,6 +252,27 @@ fn main() {
         .lines()
         .filter(|l| l.contains("\"Response\" verb="))
         .count() as f64;
+
+    // Both sides sync into an empty control plane: kubectl's objects go before fledge starts
+    // (10,000 objects left in the cluster slow every later write: the garbage collector's graph,
+    // the watch caches and etcd all grow).
+    let cleared = Instant::now();
+    let deleted = kubectl(&env)
+        .args([
+            "delete",
+            "namespace",
+            &kubectl_ns,
+            "--wait=true",
+            "--timeout=600s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        deleted.status.success(),
+        "deleting {kubectl_ns}: {}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let cleared = cleared.elapsed();
 
     // fledge side: the agent process, from start until the ConfigRepo is Ready.
     // The agent follows a git repository (renders are cached per commit, as in production).
@@ -407,13 +433,18 @@ fn main() {
     let rss = peak_rss_kib(agent.id());
     let _ = agent.kill();
     let _ = agent.wait();
-    for ns in [&fledge_ns, &kubectl_ns] {
-        let _ = kubectl(&env)
-            .args(["delete", "namespace", ns, "--wait=false"])
-            .output();
-    }
+    // Leave the cluster as we found it (a deletion still running would slow what comes next).
     let _ = kubectl(&env)
-        .args(["delete", "configrepo", &repo, "--wait=false"])
+        .args(["delete", "configrepo", &repo, "--wait=true"])
+        .output();
+    let _ = kubectl(&env)
+        .args([
+            "delete",
+            "namespace",
+            &fledge_ns,
+            "--wait=true",
+            "--timeout=600s",
+        ])
         .output();
 
     println!(
@@ -428,7 +459,9 @@ fn main() {
         fledge_time.as_secs_f64()
     );
     println!(
-        "  waited {:.0} s between the sides for the control plane to go quiet",
+        "  waits for a quiet control plane: {:.0} s before kubectl; between the sides {:.0} s to delete kubectl's namespace, then {:.0} s",
+        quiet_before.as_secs_f64(),
+        cleared.as_secs_f64(),
         quiet.as_secs_f64()
     );
     println!("  control plane CPU during kubectl: {kubectl_server_cpu}");

@@ -7,6 +7,7 @@ mod support;
 
 use fledge::controller::{self, Agent, AgentOptions, LeaseConfig};
 use fledge::crd::{ConditionStatus, ConfigRepo, ConfigRepoStatus};
+use fledge::labels::CONFIG_REPO_LABEL;
 use fledge::server::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -430,6 +431,18 @@ async fn drift_is_healed_and_bad_commits_keep_the_last_good_state() {
     .await;
     let s = status_where(&client, &repo, "drift counted", 20, |s| s.drift_count >= 2).await;
     assert!(is(&s, "Ready", ConditionStatus::True));
+
+    // Removing fledge's label by hand takes the object out of the watched set; the watch still
+    // tells the repo that owned it, and the label is put back.
+    let unlabel = serde_json::json!({"metadata": {"labels": {CONFIG_REPO_LABEL: null}}});
+    cms.patch("settings", &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
+    eventually("label restored", Duration::from_secs(20), || async {
+        let labels = cms.get("settings").await.ok()?.metadata.labels?;
+        (labels.get(CONFIG_REPO_LABEL) == Some(&repo)).then_some(())
+    })
+    .await;
 
     // A commit that does not render: nothing applied or pruned, the error in the status.
     remote.commit(

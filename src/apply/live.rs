@@ -377,3 +377,182 @@ fn newer_strict(new: Option<u64>, old: Option<u64>) -> bool {
         _ => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::TypeMeta;
+    use std::collections::BTreeMap as Map;
+
+    fn cm(name: &str, repo: Option<&str>, rv: u64) -> PartialObjectMeta<DynamicObject> {
+        let labels = repo.map(|r| Map::from([(CONFIG_REPO_LABEL.to_owned(), r.to_owned())]));
+        PartialObjectMeta {
+            types: Some(TypeMeta {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+            }),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.to_string()),
+                labels,
+                ..ObjectMeta::default()
+            },
+            _phantom: Default::default(),
+        }
+    }
+
+    /// Feeds `events` through a kind's watch loop; returns the objects it keeps, whether it said
+    /// it is synced, and every repo it reported as changed.
+    async fn feed(
+        before: Vec<((String, String), Entry)>,
+        synced_before: bool,
+        events: Vec<watcher::Event<PartialObjectMeta<DynamicObject>>>,
+    ) -> (Map<String, (String, Option<u64>)>, bool, Vec<String>) {
+        let (tx, rx) = watch::channel(synced_before);
+        let task = tokio::spawn(async {}).abort_handle();
+        let view = KindView {
+            objects: RwLock::new(before.into_iter().collect()),
+            synced: rx,
+            task,
+        };
+        let changed = Arc::new(Mutex::new(Vec::new()));
+        let c = changed.clone();
+        let on_change: OnChange = Arc::new(move |r: &str| c.lock().unwrap().push(r.to_owned()));
+        let stream = futures_util::stream::iter(events.into_iter().map(Ok));
+        run(
+            stream,
+            &view,
+            &tx,
+            &on_change,
+            |o: &PartialObjectMeta<DynamicObject>| &o.metadata,
+            |o: &PartialObjectMeta<DynamicObject>, repo| Seen::of_meta(&o.metadata, repo),
+        )
+        .await;
+        let objects = view
+            .objects
+            .read()
+            .unwrap()
+            .iter()
+            .map(|((_, n), e)| (n.clone(), (e.repo.clone(), e.rv)))
+            .collect();
+        let changed = changed.lock().unwrap().clone();
+        (objects, *view.synced.borrow(), changed)
+    }
+
+    fn entry(name: &str, repo: &str, rv: u64) -> ((String, String), Entry) {
+        let o = cm(name, Some(repo), rv);
+        (
+            ("ns".into(), name.into()),
+            Entry {
+                repo: repo.into(),
+                seen: Seen::of_meta(&o.metadata, repo),
+                rv: Some(rv),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn the_first_list_fills_the_view_and_reports_nothing() {
+        let (objects, synced, changed) = feed(
+            vec![],
+            false,
+            vec![
+                watcher::Event::Init,
+                watcher::Event::InitApply(cm("a", Some("r1"), 5)),
+                watcher::Event::InitApply(cm("b", Some("r2"), 6)),
+                watcher::Event::InitDone,
+            ],
+        )
+        .await;
+        assert!(synced);
+        assert_eq!(objects["a"], ("r1".into(), Some(5)));
+        assert_eq!(objects["b"], ("r2".into(), Some(6)));
+        assert!(changed.is_empty(), "{changed:?}");
+    }
+
+    #[tokio::test]
+    async fn the_echo_of_fledges_own_write_is_not_a_change_but_a_newer_write_is() {
+        // Recorded from the apply response at rv 7: the watch brings rv 7 (the echo), then 9.
+        let (objects, _, changed) = feed(
+            vec![entry("a", "r1", 7)],
+            true,
+            vec![watcher::Event::Apply(cm("a", Some("r1"), 7))],
+        )
+        .await;
+        assert!(changed.is_empty(), "{changed:?}");
+        assert_eq!(objects["a"].1, Some(7));
+        let (objects, _, changed) = feed(
+            vec![entry("a", "r1", 7)],
+            true,
+            vec![watcher::Event::Apply(cm("a", Some("r1"), 9))],
+        )
+        .await;
+        assert_eq!(changed, vec!["r1"]);
+        assert_eq!(objects["a"].1, Some(9));
+    }
+
+    #[tokio::test]
+    async fn an_older_event_does_not_replace_a_newer_entry() {
+        let (objects, _, _) = feed(
+            vec![entry("a", "r1", 9)],
+            true,
+            vec![watcher::Event::Apply(cm("a", Some("r1"), 8))],
+        )
+        .await;
+        assert_eq!(objects["a"].1, Some(9));
+    }
+
+    #[tokio::test]
+    async fn moving_an_object_to_another_repo_tells_both() {
+        let (objects, _, changed) = feed(
+            vec![entry("a", "r1", 7)],
+            true,
+            vec![watcher::Event::Apply(cm("a", Some("r2"), 8))],
+        )
+        .await;
+        assert_eq!(objects["a"].0, "r2");
+        assert_eq!(changed, vec!["r1", "r2"]);
+    }
+
+    #[tokio::test]
+    async fn removing_the_label_tells_the_repo_that_had_it() {
+        // The object leaves the label selector: the watch reports a deletion of an object that
+        // no longer carries the label.
+        let (objects, _, changed) = feed(
+            vec![entry("a", "r1", 7)],
+            true,
+            vec![watcher::Event::Delete(cm("a", None, 8))],
+        )
+        .await;
+        assert!(objects.is_empty());
+        assert_eq!(changed, vec!["r1"]);
+    }
+
+    #[tokio::test]
+    async fn a_relist_after_a_reconnect_reports_what_changed_while_away() {
+        let (objects, synced, changed) = feed(
+            vec![
+                entry("a", "r1", 7),
+                entry("b", "r2", 7),
+                entry("c", "r3", 7),
+            ],
+            true,
+            vec![
+                watcher::Event::Init,
+                watcher::Event::InitApply(cm("a", Some("r1"), 7)), // unchanged
+                watcher::Event::InitApply(cm("b", Some("r2"), 12)), // edited
+                // c deleted while away; d created
+                watcher::Event::InitApply(cm("d", Some("r4"), 13)),
+                watcher::Event::InitDone,
+            ],
+        )
+        .await;
+        assert!(synced);
+        assert_eq!(
+            objects.keys().cloned().collect::<Vec<_>>(),
+            vec!["a", "b", "d"]
+        );
+        assert_eq!(changed, vec!["r2", "r3", "r4"]);
+    }
+}
