@@ -349,9 +349,13 @@ fn main() {
                 })
                 .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
         };
-        val("desired") == Some(n as i64)
-            && val("failed") == Some(0)
-            && val("created") == Some(n as i64)
+        // The gauges describe the newest reconcile: the one that created the objects, or a
+        // later one that found them unchanged.
+        let done = ["created", "updated", "unchanged"]
+            .iter()
+            .map(|s| val(s).unwrap_or(0))
+            .sum::<i64>();
+        val("desired") == Some(n as i64) && val("failed") == Some(0) && done == n as i64
     };
     while Instant::now() < deadline {
         let out = Command::new("curl")

@@ -1,7 +1,8 @@
-//! `apply`: the cluster side of a sync. Resolves kinds through API discovery, reads the live
-//! objects a ConfigRepo manages (one label-selected LIST per kind), server-side applies desired
-//! objects with field manager `fledge` in apply order (CRDs first, then waits until they are
-//! Established), deletes pruned objects, and judges the health of what is live.
+//! `apply`: the cluster side of a sync. Resolves kinds through API discovery, keeps the live view
+//! of the objects ConfigRepos manage (one label-selected watch per kind, [`LiveView`]),
+//! server-side applies desired objects with field manager `fledge` in apply order (CRDs first,
+//! then waits until they are Established), deletes pruned objects, and judges the health of what
+//! is live.
 
 mod health;
 mod live;

@@ -1,6 +1,6 @@
 //! `controller`: the agent. Holds the leader Lease, keeps a queue of ConfigRepos, reconciles
 //! each on its interval, when its spec changes, and when one of its managed objects is changed
-//! by someone else (drift watchers), and stands down when it loses the Lease.
+//! by someone else (the live view's watches), and stands down when it loses the Lease.
 
 mod leader;
 mod queue;
