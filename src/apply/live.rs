@@ -36,10 +36,21 @@ struct Entry {
     rv: Option<u64>,
 }
 
+/// Where a kind's watch stands.
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    /// Listing the objects for the first time.
+    Listing,
+    /// The view holds every labelled object (it may lag by an event; see the module docs).
+    Synced,
+    /// The first list failed (forbidden, kind gone, server away); the watch keeps retrying.
+    Failed { forbidden: bool, message: String },
+}
+
 /// The live objects of one kind, kept by its watch.
 struct KindView {
     objects: RwLock<HashMap<(String, String), Entry>>,
-    synced: watch::Receiver<bool>,
+    state: watch::Receiver<State>,
     task: tokio::task::AbortHandle,
 }
 
@@ -107,7 +118,7 @@ impl LiveView {
         if let Some(k) = kinds.get(&(api_version.to_owned(), kind.to_owned())) {
             return k.clone();
         }
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(State::Listing);
         let objects = RwLock::new(HashMap::new());
         // The task needs the view, the view needs the task's handle: start it paused.
         let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Arc<KindView>>();
@@ -148,7 +159,7 @@ impl LiveView {
         });
         let view = Arc::new(KindView {
             objects,
-            synced: rx,
+            state: rx,
             task: task.abort_handle(),
         });
         let _ = start_tx.send(view.clone());
@@ -169,13 +180,35 @@ impl LiveView {
             .collect();
         let mut out = BTreeMap::new();
         for (group, kind, view) in views {
-            let mut synced = view.synced.clone();
-            let waited = tokio::time::timeout(self.sync_timeout, synced.wait_for(|s| *s)).await;
-            if !matches!(waited, Ok(Ok(_))) {
-                return Err(ApplyError {
-                    category: Category::Unavailable,
-                    message: format!("the watch of {kind} has not listed its objects yet"),
-                });
+            // Wait for the first list, but not for a watch that cannot list (a kind the agent
+            // may not watch would otherwise hold every reconcile for the whole timeout).
+            let mut state = view.state.clone();
+            let waited =
+                tokio::time::timeout(self.sync_timeout, state.wait_for(|s| *s != State::Listing))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok().map(|s| s.clone()));
+            match waited {
+                Some(State::Synced) => {}
+                Some(State::Failed { forbidden, message }) => {
+                    return Err(ApplyError {
+                        category: if forbidden {
+                            Category::Forbidden
+                        } else {
+                            Category::Unavailable
+                        },
+                        message: format!("watching {kind}: {message}"),
+                    });
+                }
+                _ => {
+                    return Err(ApplyError {
+                        category: Category::Unavailable,
+                        message: format!(
+                            "the watch of {kind} has not listed its objects within {}s",
+                            self.sync_timeout.as_secs()
+                        ),
+                    });
+                }
             }
             let objects = view.objects.read().expect("live view lock");
             for ((namespace, name), e) in objects.iter() {
@@ -259,7 +292,7 @@ impl Drop for LiveView {
 async fn run<K, S>(
     mut stream: S,
     view: &KindView,
-    synced: &watch::Sender<bool>,
+    state: &watch::Sender<State>,
     on_change: &OnChange,
     meta: impl Fn(&K) -> &ObjectMeta,
     seen_of: impl Fn(&K, &str) -> Seen,
@@ -299,7 +332,7 @@ async fn run<K, S>(
             }
             Ok(watcher::Event::InitDone) => {
                 if let Some(fresh) = relist.take() {
-                    let first = !*synced.borrow();
+                    let first = *state.borrow() != State::Synced;
                     let mut objects = view.objects.write().expect("live view lock");
                     // After a reconnect, report what changed while the watch was away.
                     let mut touched: Vec<String> = Vec::new();
@@ -325,7 +358,7 @@ async fn run<K, S>(
                         on_change(repo);
                     }
                 }
-                synced.send_replace(true);
+                state.send_replace(State::Synced);
             }
             Ok(watcher::Event::Apply(obj)) => {
                 let (key, e) = entry(&obj);
@@ -365,6 +398,18 @@ async fn run<K, S>(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "watch of managed objects failed; retrying");
+                // Before the first complete list, readers learn why; after it, they keep using
+                // the view (possibly stale) while the watch reconnects.
+                if *state.borrow() != State::Synced {
+                    let forbidden = matches!(
+                        &e,
+                        watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 403
+                    );
+                    state.send_replace(State::Failed {
+                        forbidden,
+                        message: e.to_string(),
+                    });
+                }
             }
         }
     }
@@ -409,17 +454,31 @@ mod tests {
         synced_before: bool,
         events: Vec<watcher::Event<PartialObjectMeta<DynamicObject>>>,
     ) -> (Map<String, (String, Option<u64>)>, bool, Vec<String>) {
-        let (tx, rx) = watch::channel(synced_before);
+        let (objects, state, changed) =
+            feed_results(before, synced_before, events.into_iter().map(Ok).collect()).await;
+        (objects, state == State::Synced, changed)
+    }
+
+    async fn feed_results(
+        before: Vec<((String, String), Entry)>,
+        synced_before: bool,
+        events: Vec<Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>>,
+    ) -> (Map<String, (String, Option<u64>)>, State, Vec<String>) {
+        let (tx, rx) = watch::channel(if synced_before {
+            State::Synced
+        } else {
+            State::Listing
+        });
         let task = tokio::spawn(async {}).abort_handle();
         let view = KindView {
             objects: RwLock::new(before.into_iter().collect()),
-            synced: rx,
+            state: rx,
             task,
         };
         let changed = Arc::new(Mutex::new(Vec::new()));
         let c = changed.clone();
         let on_change: OnChange = Arc::new(move |r: &str| c.lock().unwrap().push(r.to_owned()));
-        let stream = futures_util::stream::iter(events.into_iter().map(Ok));
+        let stream = futures_util::stream::iter(events);
         run(
             stream,
             &view,
@@ -437,7 +496,8 @@ mod tests {
             .map(|((_, n), e)| (n.clone(), (e.repo.clone(), e.rv)))
             .collect();
         let changed = changed.lock().unwrap().clone();
-        (objects, *view.synced.borrow(), changed)
+        let state = view.state.borrow().clone();
+        (objects, state, changed)
     }
 
     fn entry(name: &str, repo: &str, rv: u64) -> ((String, String), Entry) {
@@ -554,5 +614,31 @@ mod tests {
             vec!["a", "b", "d"]
         );
         assert_eq!(changed, vec!["r2", "r3", "r4"]);
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_cannot_list_says_why_and_a_synced_one_keeps_its_view() {
+        let (_, state, _) = feed_results(
+            vec![],
+            false,
+            vec![
+                Ok(watcher::Event::Init),
+                Err(watcher::Error::NoResourceVersion),
+            ],
+        )
+        .await;
+        assert!(
+            matches!(&state, State::Failed { forbidden: false, message } if message.contains("resourceVersion")),
+            "{state:?}"
+        );
+        // Once synced, an error (the server restarting) leaves the view in use.
+        let (objects, state, _) = feed_results(
+            vec![entry("a", "r1", 7)],
+            true,
+            vec![Err(watcher::Error::NoResourceVersion)],
+        )
+        .await;
+        assert_eq!(state, State::Synced);
+        assert_eq!(objects.len(), 1);
     }
 }
