@@ -361,3 +361,46 @@ fn a_large_directory_renders_from_git_about_as_fast_as_from_disk() {
         "rendering from git took {commit:?} against {disk:?} from disk: is a tree parsed per file again?"
     );
 }
+
+/// A bare remote created with another default branch than the one pushed has a HEAD that points
+/// to nothing: the error says so and names the branches there are.
+#[test]
+fn a_remote_whose_head_points_nowhere_names_its_branches() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("config.git");
+    git(
+        dir.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "--initial-branch=master",
+            bare.to_str().unwrap(),
+        ],
+    );
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    std::fs::write(
+        work.join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "one"]);
+    git(
+        &work,
+        &["push", "-q", bare.to_str().unwrap(), "HEAD:refs/heads/main"],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", bare.display());
+    let mirror = Mirror::open(cache.path(), &url).unwrap();
+    mirror.fetch(&Auth::None).unwrap();
+    let err = mirror.resolve("HEAD").unwrap_err().to_string();
+    assert!(
+        err.contains("HEAD points to no commit") && err.contains("branches main"),
+        "{err}"
+    );
+    // Naming the branch works.
+    assert!(mirror.resolve("main").is_ok());
+}

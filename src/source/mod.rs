@@ -269,12 +269,33 @@ impl Mirror {
 
     /// Resolves a branch, tag, commit sha or `HEAD` to a commit.
     pub fn resolve(&self, rev: &str) -> Result<Oid> {
-        resolve_rev(&self.repo, rev).map_err(|e| SourceError {
-            action: "resolving",
-            remote: redact(&self.url),
-            reference: Some(rev.to_owned()),
-            reason: classify(&e),
-            detail: e.message().to_owned(),
+        resolve_rev(&self.repo, rev).map_err(|e| {
+            let mut detail = e.message().to_owned();
+            // A remote whose HEAD names a branch it does not have (a bare repository created
+            // with another default branch than the one pushed): say which branches there are.
+            if rev == "HEAD" {
+                let branches: Vec<String> = self
+                    .repo
+                    .branches(Some(git2::BranchType::Local))
+                    .map(|it| {
+                        it.filter_map(|b| b.ok()?.0.name().ok()?.map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !branches.is_empty() {
+                    detail = format!(
+                        "the remote's HEAD points to no commit; it has the branches {}: name one (--rev, --branch or spec.branch)",
+                        branches.join(", ")
+                    );
+                }
+            }
+            SourceError {
+                action: "resolving",
+                remote: redact(&self.url),
+                reference: Some(rev.to_owned()),
+                reason: classify(&e),
+                detail,
+            }
         })
     }
 }
