@@ -105,6 +105,41 @@ fn is(s: &ConfigRepoStatus, t: &str, status: ConditionStatus) -> bool {
     cond(s, t).is_some_and(|c| c.0 == status)
 }
 
+/// What every test here starts with: fledge's CRDs, a namespace for the agent, unique names for
+/// the app namespace (`ns`), the ConfigRepo and the agent selector (`id`), and their deletion
+/// afterwards.
+struct Setup {
+    env: Env,
+    client: Client,
+    agent_ns: TestNamespace,
+    ns: String,
+    repo: String,
+    id: String,
+    _cleanup: Cleanup,
+}
+
+async fn setup(ns_prefix: &str, repo_prefix: &str) -> Setup {
+    let env = Env::get();
+    let client = env.client().await;
+    support::install_crds(&client).await;
+    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
+    let (ns, repo, id) = (unique(ns_prefix), unique(repo_prefix), unique("a"));
+    let _cleanup = Cleanup {
+        env: env.clone(),
+        repo: repo.clone(),
+        app_ns: ns.clone(),
+    };
+    Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    }
+}
+
 /// Names of the objects created for one test, deleted afterwards.
 struct Cleanup {
     env: Env,
@@ -164,16 +199,15 @@ fn bundle(ns: &str, include: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncs_the_template_updates_prunes_and_noops_without_writes() {
-    let env = Env::get();
-    let client = env.client().await;
-    support::install_crds(&client).await;
-    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
-    let (app_ns, repo, id) = (unique("shop"), unique("tmpl"), unique("a"));
-    let _cleanup = Cleanup {
-        env: env.clone(),
-        repo: repo.clone(),
-        app_ns: app_ns.clone(),
-    };
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns: app_ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("shop", "tmpl").await;
     let files = support::template_files(&app_ns);
     let files: Vec<(&str, String)> = files.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
     let remote = GitRemote::new(&files);
@@ -283,16 +317,15 @@ async fn syncs_the_template_updates_prunes_and_noops_without_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_guards_protect_against_mass_and_empty_prunes_and_unmanaged_objects() {
-    let env = Env::get();
-    let client = env.client().await;
-    support::install_crds(&client).await;
-    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
-    let (ns, repo, id) = (unique("guard"), unique("guard"), unique("a"));
-    let _cleanup = Cleanup {
-        env: env.clone(),
-        repo: repo.clone(),
-        app_ns: ns.clone(),
-    };
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("guard", "guard").await;
     let mut files = vec![
         ("fledge.yaml", bundle(&ns, "[ns.yaml, cms]")),
         ("ns.yaml", ns_file(&ns)),
@@ -385,16 +418,15 @@ async fn prune_guards_protect_against_mass_and_empty_prunes_and_unmanaged_object
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_healed_and_bad_commits_keep_the_last_good_state() {
-    let env = Env::get();
-    let client = env.client().await;
-    support::install_crds(&client).await;
-    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
-    let (ns, repo, id) = (unique("drift"), unique("drift"), unique("a"));
-    let _cleanup = Cleanup {
-        env: env.clone(),
-        repo: repo.clone(),
-        app_ns: ns.clone(),
-    };
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("drift", "drift").await;
     let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n".to_owned();
     let remote = GitRemote::new(&[
         ("fledge.yaml", bundle(&ns, "[ns.yaml, cm.yaml, svc.yaml]")),
@@ -524,16 +556,15 @@ async fn drift_is_healed_and_bad_commits_keep_the_last_good_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_one_leader_and_the_standby_takes_over() {
-    let env = Env::get();
-    let client = env.client().await;
-    support::install_crds(&client).await;
-    let agent_ns = TestNamespace::new(&client, &env, "agent").await;
-    let (ns, repo, id) = (unique("lead"), unique("lead"), unique("a"));
-    let _cleanup = Cleanup {
-        env: env.clone(),
-        repo: repo.clone(),
-        app_ns: ns.clone(),
-    };
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("lead", "lead").await;
     let remote = GitRemote::new(&[
         ("fledge.yaml", bundle(&ns, "[ns.yaml, cm.yaml]")),
         ("ns.yaml", ns_file(&ns)),

@@ -51,14 +51,14 @@ enum State {
 struct KindView {
     objects: RwLock<HashMap<(String, String), Entry>>,
     state: watch::Receiver<State>,
-    task: tokio::task::AbortHandle,
 }
 
 /// Watches of the managed kinds, started on first use.
 pub struct LiveView {
     client: Client,
     on_change: OnChange,
-    kinds: Mutex<HashMap<(String, String), Arc<KindView>>>,
+    /// Each watched `(apiVersion, kind)`: its view and its watch task.
+    kinds: Mutex<HashMap<(String, String), (Arc<KindView>, tokio::task::AbortHandle)>>,
     /// How long a read waits for a new watch's initial list.
     pub sync_timeout: Duration,
 }
@@ -95,41 +95,38 @@ impl LiveView {
 
     /// Stops every watch and forgets what they saw (on losing leadership).
     pub fn clear(&self) {
-        for (_, k) in self.kinds.lock().expect("live view lock").drain() {
-            k.task.abort();
+        for (_, (_, task)) in self.kinds.lock().expect("live view lock").drain() {
+            task.abort();
         }
     }
 
-    /// The kinds being watched, `(apiVersion, kind)`.
-    pub fn watched(&self) -> Vec<(String, String)> {
-        let mut v: Vec<_> = self
-            .kinds
-            .lock()
-            .expect("live view lock")
-            .keys()
-            .cloned()
-            .collect();
-        v.sort();
-        v
+    /// The view of a kind already watched.
+    fn existing(&self, api_version: &str, kind: &str) -> Option<Arc<KindView>> {
+        let kinds = self.kinds.lock().expect("live view lock");
+        let (view, _) = kinds.get(&(api_version.to_owned(), kind.to_owned()))?;
+        Some(view.clone())
     }
 
+    /// The view of a kind, its watch started if it is not running yet.
     fn view(&self, api_version: &str, kind: &str, resource: &ApiResource) -> Arc<KindView> {
         let mut kinds = self.kinds.lock().expect("live view lock");
-        if let Some(k) = kinds.get(&(api_version.to_owned(), kind.to_owned())) {
-            return k.clone();
+        if let Some((view, _)) = kinds.get(&(api_version.to_owned(), kind.to_owned())) {
+            return view.clone();
         }
         let (tx, rx) = watch::channel(State::Listing);
-        let objects = RwLock::new(HashMap::new());
-        // The task needs the view, the view needs the task's handle: start it paused.
-        let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Arc<KindView>>();
+        let view = Arc::new(KindView {
+            objects: RwLock::new(HashMap::new()),
+            state: rx,
+        });
         let (client, resource, on_change, kind_s) = (
             self.client.clone(),
             resource.clone(),
             self.on_change.clone(),
             kind.to_owned(),
         );
+        let task_view = view.clone();
         let task = tokio::spawn(async move {
-            let Ok(view) = start_rx.await else { return };
+            let view = task_view;
             let cfg = watcher::Config::default().labels(CONFIG_REPO_LABEL);
             if health::has_rule(&kind_s) {
                 let api: Api<DynamicObject> = Api::all_with(client, &resource);
@@ -157,13 +154,10 @@ impl LiveView {
                 .await;
             }
         });
-        let view = Arc::new(KindView {
-            objects,
-            state: rx,
-            task: task.abort_handle(),
-        });
-        let _ = start_tx.send(view.clone());
-        kinds.insert((api_version.to_owned(), kind.to_owned()), view.clone());
+        kinds.insert(
+            (api_version.to_owned(), kind.to_owned()),
+            (view.clone(), task.abort_handle()),
+        );
         view
     }
 
@@ -228,51 +222,22 @@ impl LiveView {
 
     /// Records what an apply returned, so the next read sees it without waiting for the watch.
     pub fn record(&self, api_version: &str, obj: &DynamicObject, repo: &str, seen: &Seen) {
-        let kind = obj
-            .types
-            .as_ref()
-            .map(|t| t.kind.clone())
-            .unwrap_or_default();
-        let Some(view) = self
-            .kinds
-            .lock()
-            .expect("live view lock")
-            .get(&(api_version.to_owned(), kind))
-            .cloned()
-        else {
+        let kind = obj.types.as_ref().map_or("", |t| t.kind.as_str());
+        let Some(view) = self.existing(api_version, kind) else {
             return; // not watched yet: the watch's initial list will see it
         };
         let rv = rv_of(&obj.metadata);
         let mut objects = view.objects.write().expect("live view lock");
-        let slot = objects.entry(name_of(&obj.metadata));
-        match slot {
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                if newer(rv, o.get().rv) {
-                    o.insert(Entry {
-                        repo: repo.to_owned(),
-                        seen: seen.clone(),
-                        rv,
-                    });
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Entry {
-                    repo: repo.to_owned(),
-                    seen: seen.clone(),
-                    rv,
-                });
-            }
+        let key = name_of(&obj.metadata);
+        if objects.get(&key).is_none_or(|e| newer(rv, e.rv)) {
+            let (repo, seen) = (repo.to_owned(), seen.clone());
+            objects.insert(key, Entry { repo, seen, rv });
         }
     }
 
     /// Forgets an object fledge deleted.
     pub fn forget(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
-        if let Some(view) = self
-            .kinds
-            .lock()
-            .expect("live view lock")
-            .get(&(api_version.to_owned(), kind.to_owned()))
-        {
+        if let Some(view) = self.existing(api_version, kind) {
             view.objects
                 .write()
                 .expect("live view lock")
@@ -469,11 +434,9 @@ mod tests {
         } else {
             State::Listing
         });
-        let task = tokio::spawn(async {}).abort_handle();
         let view = KindView {
             objects: RwLock::new(before.into_iter().collect()),
             state: rx,
-            task,
         };
         let changed = Arc::new(Mutex::new(Vec::new()));
         let c = changed.clone();

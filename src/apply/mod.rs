@@ -161,17 +161,6 @@ fn split_api_version(api_version: &str) -> (String, String) {
     }
 }
 
-/// `g<generation>` when the object has a generation, else `r<resourceVersion>`.
-pub fn marker(obj: &DynamicObject) -> String {
-    match obj.metadata.generation {
-        Some(g) if g > 0 => format!("g{g}"),
-        _ => format!(
-            "r{}",
-            obj.metadata.resource_version.clone().unwrap_or_default()
-        ),
-    }
-}
-
 impl Cluster {
     pub fn new(client: Client) -> Cluster {
         Cluster {
@@ -389,31 +378,11 @@ impl Cluster {
     }
 }
 
-/// What a sync keeps of a live object: the plan's view, the drift marker and the health.
+/// What a sync keeps of a live object: the plan's view (drift marker included) and the health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub live: Live,
-    pub marker: String,
     pub health: (Health, String),
-}
-
-impl Seen {
-    pub fn of(obj: &DynamicObject, repo: &str) -> Seen {
-        let kind = obj
-            .types
-            .as_ref()
-            .map(|t| t.kind.as_str())
-            .unwrap_or_default();
-        let health = match health::has_rule(kind).then(|| serde_json::to_value(obj)) {
-            Some(Ok(v)) => health::health(&v),
-            _ => (Health::Healthy, String::new()),
-        };
-        Seen {
-            live: live_of_meta(&obj.metadata, repo),
-            marker: marker(obj),
-            health,
-        }
-    }
 }
 
 impl Seen {
@@ -421,14 +390,25 @@ impl Seen {
     pub fn of_meta(meta: &kube::api::ObjectMeta, repo: &str) -> Seen {
         Seen {
             live: live_of_meta(meta, repo),
-            marker: marker_of_meta(meta),
             health: (Health::Healthy, String::new()),
         }
+    }
+
+    /// A whole live object: its health judged when its kind has a rule.
+    pub fn of(obj: &DynamicObject, repo: &str) -> Seen {
+        let kind = obj.types.as_ref().map_or("", |t| t.kind.as_str());
+        let mut seen = Seen::of_meta(&obj.metadata, repo);
+        if health::has_rule(kind)
+            && let Ok(v) = serde_json::to_value(obj)
+        {
+            seen.health = health::health(&v);
+        }
+        seen
     }
 }
 
 /// `g<generation>` or `r<resourceVersion>` from metadata.
-pub fn marker_of_meta(meta: &kube::api::ObjectMeta) -> String {
+fn marker_of_meta(meta: &kube::api::ObjectMeta) -> String {
     match meta.generation {
         Some(g) if g > 0 => format!("g{g}"),
         _ => format!("r{}", meta.resource_version.clone().unwrap_or_default()),

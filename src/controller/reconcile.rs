@@ -652,7 +652,7 @@ impl Agent {
             .filter_map(|(i, o)| {
                 seen[i]
                     .as_ref()
-                    .map(|s| plan::entry_of(o, s.marker.clone()))
+                    .map(|s| plan::entry_of(o, s.live.marker.clone()))
             })
             .collect();
         inv.extend(kept_in_inventory);
