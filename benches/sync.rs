@@ -59,6 +59,27 @@ fn objects(dir: &Path, ns: &str, n: usize) {
     }
 }
 
+/// The agent's `/metrics` text ("" while it does not answer). A plain HTTP/1.0 GET from this
+/// process: spawning curl ten times a second would cost the machine CPU during the timed window.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut text = String::new();
+    if s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+        || s.read_to_string(&mut text).is_err()
+        || !text.starts_with("HTTP/1.0 200") && !text.starts_with("HTTP/1.1 200")
+    {
+        return String::new();
+    }
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
 /// CPU seconds (user + system) a running process has used.
 fn cpu_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -333,7 +354,12 @@ fn main() {
         ])
         .env("KUBECONFIG", &env["KUBECONFIG"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // FLEDGE_BENCH_AGENT_LOG=<file> keeps the agent's log (its "synced" line has the time
+        // each phase took).
+        .stderr(match std::env::var_os("FLEDGE_BENCH_AGENT_LOG") {
+            Some(f) => Stdio::from(std::fs::File::create(f).unwrap()),
+            None => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     // Poll the agent's own /metrics (cheap) rather than spawning kubectl (which costs CPU on a
@@ -358,11 +384,7 @@ fn main() {
         val("desired") == Some(n as i64) && val("failed") == Some(0) && done == n as i64
     };
     while Instant::now() < deadline {
-        let out = Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
-            .output()
-            .unwrap();
-        if synced(&String::from_utf8_lossy(&out.stdout)) {
+        if synced(&scrape(port)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -400,11 +422,7 @@ fn main() {
     let settle = settle.elapsed();
     // No-op reconciles: the interval is 3 s; watch 10 s of them.
     let metrics = |port: u16| -> (f64, f64, f64, f64) {
-        let out = Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = scrape(port);
         let get = |name: &str| {
             text.lines()
                 .filter(|l| l.starts_with(name))

@@ -250,6 +250,12 @@ pub struct PlanArgs {
     /// ConfigRepo whose inventory decides what would be pruned (default as for `fledge run`).
     #[arg(long)]
     pub name: Option<String>,
+    /// Namespace of the agent (where large inventories are kept in a ConfigMap).
+    #[arg(long, default_value = "fledge-system", env = "FLEDGE_NAMESPACE")]
+    pub namespace: String,
+    /// Objects read from the cluster at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
     pub output: PlanFormat,

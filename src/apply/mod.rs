@@ -284,6 +284,7 @@ impl Cluster {
         }
         let mut results = Vec::new();
         for (rank, wave) in waves {
+            let (started, size) = (std::time::Instant::now(), wave.len());
             // A fixed pool of workers pulling from the wave: memory stays flat however many
             // objects there are (one future per worker, not one per object).
             let queue = Arc::new(std::sync::Mutex::new(wave.into_iter()));
@@ -328,6 +329,12 @@ impl Cluster {
                 self.wait_established(&crds, Duration::from_secs(60)).await;
                 self.forget_kinds().await;
             }
+            tracing::debug!(
+                rank,
+                objects = size,
+                ms = started.elapsed().as_millis() as u64,
+                "applied wave"
+            );
         }
         results.sort_by_key(|(i, _)| *i);
         results

@@ -3,9 +3,11 @@
 use anyhow::Context;
 use fledge::apply::{Cluster, Manifest};
 use fledge::cli::{PlanArgs, PlanFormat, SourceArgs, default_repo_name};
+use fledge::controller::inventory;
 use fledge::crd::ConfigRepo;
 use fledge::labels::CONTENT_HASH_ANNOTATION;
-use fledge::render::{self, RenderOptions};
+use fledge::render::{self, RenderOptions, RenderedObject};
+use futures_util::StreamExt;
 use kube::api::Api;
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -56,6 +58,50 @@ impl Colors {
     }
 }
 
+/// What applying one object would do.
+enum Verdict {
+    Create,
+    Unchanged,
+    /// The live object and the server's dry-run answer, both as cleaned YAML.
+    Update {
+        before: String,
+        after: String,
+    },
+}
+
+/// Reads `o` from the cluster; when its content hash differs, asks the server what an apply
+/// would make of it (a dry run), so defaults the server fills in never show as a change.
+async fn verdict(cluster: &Cluster, o: &RenderedObject) -> anyhow::Result<Verdict> {
+    let live = cluster
+        .get(&o.api_version, &o.key.kind, &o.key.namespace, &o.key.name)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", o.key))?;
+    let Some(live) = live else {
+        return Ok(Verdict::Create);
+    };
+    let hash = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONTENT_HASH_ANNOTATION));
+    if hash == Some(&o.hash) {
+        return Ok(Verdict::Unchanged);
+    }
+    let after = cluster
+        .apply_one(&Manifest::of(o), true, true)
+        .await
+        .map_err(|e| anyhow::anyhow!("dry run of {}: {e}", o.key))?;
+    let (before, after) = (
+        yaml(&clean(serde_json::to_value(&live)?)),
+        yaml(&clean(serde_json::to_value(&after)?)),
+    );
+    Ok(if before == after {
+        Verdict::Unchanged
+    } else {
+        Verdict::Update { before, after }
+    })
+}
+
 pub async fn plan_cmd(
     args: PlanArgs,
     kubeconfig: Option<&std::path::Path>,
@@ -100,41 +146,23 @@ pub async fn plan_cmd(
     let (mut creates, mut updates, mut unchanged, mut deletes) =
         (Vec::new(), Vec::new(), 0usize, Vec::new());
     let mut text = String::new();
-    for o in &desired.objects {
-        let live = cluster
-            .get(&o.api_version, &o.key.kind, &o.key.namespace, &o.key.name)
-            .await
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", o.key))?;
-        match live {
-            None => {
+    // Each object's verdict, read from the cluster `--concurrency` at a time (in order).
+    let verdicts: Vec<anyhow::Result<Verdict>> = futures_util::stream::iter(&desired.objects)
+        .map(|o| verdict(&cluster, o))
+        .buffered(args.concurrency.max(1))
+        .collect()
+        .await;
+    for (o, v) in desired.objects.iter().zip(verdicts) {
+        match v? {
+            Verdict::Unchanged => unchanged += 1,
+            Verdict::Create => {
                 creates.push(o.key.to_string());
                 text.push_str(&colors.paint("32;1", &format!("+ create {}\n", o.key)));
                 for line in yaml(&clean(o.object.clone())).lines() {
                     text.push_str(&colors.paint("32", &format!("+ {line}\n")));
                 }
             }
-            Some(l)
-                if l.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(CONTENT_HASH_ANNOTATION))
-                    == Some(&o.hash) =>
-            {
-                unchanged += 1
-            }
-            Some(l) => {
-                let after = cluster
-                    .apply_one(&Manifest::of(o), true, true)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("dry run of {}: {e}", o.key))?;
-                let (before, after) = (
-                    yaml(&clean(serde_json::to_value(&l)?)),
-                    yaml(&clean(serde_json::to_value(&after)?)),
-                );
-                if before == after {
-                    unchanged += 1;
-                    continue;
-                }
+            Verdict::Update { before, after } => {
                 let diff = similar::TextDiff::from_lines(&before, &after);
                 let unified = diff
                     .unified_diff()
@@ -162,9 +190,12 @@ pub async fn plan_cmd(
         Err(e) => return Err(e).context("reading the ConfigRepo's inventory"),
     };
     if let Some(repo) = repo {
+        let inventory = inventory::read(&client, &args.namespace, &repo.status.unwrap_or_default())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} (the agent's namespace is set by --namespace)"))?;
         let wanted: std::collections::BTreeSet<String> =
             desired.objects.iter().map(|o| o.key.to_string()).collect();
-        for e in repo.status.unwrap_or_default().inventory {
+        for e in inventory {
             let key = fledge::plan::entry_key(&e).to_string();
             if !wanted.contains(&key) {
                 text.push_str(&colors.paint("31;1", &format!("- delete {key}\n")));

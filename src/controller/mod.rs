@@ -2,6 +2,7 @@
 //! each on its interval, when its spec changes, and when one of its managed objects is changed
 //! by someone else (the live view's watches), and stands down when it loses the Lease.
 
+pub mod inventory;
 mod leader;
 mod queue;
 mod reconcile;

@@ -2,8 +2,8 @@
 //! health → status. Each step's result lands in [`Findings`]; a failed step stops the pipeline
 //! before anything is applied or pruned.
 
-use super::Agent;
 use super::status::{self, Applied, Findings};
+use super::{Agent, inventory};
 use crate::apply::{self, Health, Manifest};
 use crate::crd::{ConfigRepo, ConfigRepoSpec, InventoryEntry, ObjectError};
 use crate::labels::ALLOW_MASS_PRUNE_ANNOTATION;
@@ -35,9 +35,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// Inventories larger than this live in a ConfigMap instead of the status.
-pub const INVENTORY_IN_STATUS_MAX: usize = 1000;
 
 /// The source side of a repo, kept between reconciles.
 #[derive(Default)]
@@ -213,35 +210,6 @@ impl Agent {
         out
     }
 
-    async fn read_inventory(&self, repo: &ConfigRepo) -> Vec<InventoryEntry> {
-        let status = repo.status.clone().unwrap_or_default();
-        let Some(cm) = status.inventory_config_map else {
-            return status.inventory;
-        };
-        let api = Api::<ConfigMap>::namespaced(self.client.clone(), &self.opts.namespace);
-        let Ok(Some(cm)) = api.get_opt(&cm).await else {
-            return status.inventory;
-        };
-        let text = cm
-            .data
-            .unwrap_or_default()
-            .remove("inventory")
-            .unwrap_or_default();
-        text.lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split('|').collect();
-                (f.len() == 6).then(|| InventoryEntry {
-                    group: f[0].into(),
-                    version: f[1].into(),
-                    kind: f[2].into(),
-                    namespace: f[3].into(),
-                    name: f[4].into(),
-                    observed: f[5].into(),
-                })
-            })
-            .collect()
-    }
-
     /// Stores a large inventory in a ConfigMap; returns its name (None: keep it in the status).
     async fn write_inventory(
         &self,
@@ -249,27 +217,14 @@ impl Agent {
         inv: &[InventoryEntry],
         previous: &[InventoryEntry],
     ) -> Result<Option<String>, String> {
-        if inv.len() <= INVENTORY_IN_STATUS_MAX {
+        if inv.len() <= inventory::IN_STATUS_MAX {
             return Ok(None);
         }
-        let name = format!("fledge-inventory-{repo}");
+        let name = inventory::config_map_name(repo);
         if inv == previous {
             return Ok(Some(name));
         }
-        let text: String = inv
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}|{}|{}|{}|{}|{}\n",
-                    e.group, e.version, e.kind, e.namespace, e.name, e.observed
-                )
-            })
-            .collect();
-        let cm = serde_json::json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": self.opts.namespace, "labels": {"app.kubernetes.io/managed-by": "fledge"}},
-            "data": {"inventory": text}
-        });
+        let cm = inventory::config_map(repo, &self.opts.namespace, inv);
         Api::<ConfigMap>::namespaced(self.client.clone(), &self.opts.namespace)
             .patch(
                 &name,
@@ -372,6 +327,7 @@ impl Agent {
         let spec = &repo.spec;
 
         // 1. fetch + render
+        let t0 = Instant::now();
         let (commit, rendered) = match self.fetch_and_render(repo, force_fetch).await {
             Ok(x) => x,
             Err(e) => {
@@ -416,7 +372,33 @@ impl Agent {
         f.rendered = Some(Ok(desired.len()));
 
         // 2. live view
-        let inventory = self.read_inventory(repo).await;
+        let t_fetched = t0.elapsed();
+        let status_now = repo.status.clone().unwrap_or_default();
+        let inventory = match inventory::read(&self.client, &self.opts.namespace, &status_now).await
+        {
+            Ok(inv) => inv,
+            // Deleted by hand: nothing is pruned this time (the objects keep their label)
+            // and the apply below records a new inventory of what git has.
+            Err(e) if e.missing => {
+                tracing::warn!(repo = %name, error = %e, "inventory lost: pruning nothing this time");
+                Vec::new()
+            }
+            Err(e) => {
+                // Without the inventory nothing may be applied: the new inventory written
+                // afterwards would lose the objects that are due for pruning.
+                self.count_error(apply::Category::Unavailable);
+                f.applied = Some(Applied {
+                    commit: commit.clone(),
+                    desired: desired.len(),
+                    failed: vec![ObjectError {
+                        object: "inventory".into(),
+                        message: e.message,
+                    }],
+                    ..Applied::default()
+                });
+                return Some(Duration::from_secs(5));
+            }
+        };
         let mut kinds: BTreeSet<(String, String)> = desired
             .iter()
             .map(|o| (o.api_version.clone(), o.key.kind.clone()))
@@ -492,6 +474,7 @@ impl Agent {
             .collect();
 
         // 4. apply
+        let t_live = t0.elapsed();
         let mut seen: Vec<Option<apply::Seen>> =
             desired.iter().map(|o| live.get(&o.key).cloned()).collect();
         drop(live);
@@ -551,6 +534,7 @@ impl Agent {
         }
 
         // 5. prune (only after a clean apply)
+        let t_applied = t0.elapsed();
         let allow_mass = repo
             .metadata
             .annotations
@@ -703,6 +687,36 @@ impl Agent {
                     state: state.into(),
                 })
                 .set(n as i64);
+        }
+        let ms = |d: Duration| d.as_millis() as u64;
+        let (fetch_ms, live_ms, apply_ms, total_ms) = (
+            ms(t_fetched),
+            ms(t_live - t_fetched),
+            ms(t_applied - t_live),
+            ms(t0.elapsed()),
+        );
+        if applied_any || pruned > 0 {
+            tracing::info!(
+                commit = &commit[..commit.len().min(12)],
+                created,
+                updated,
+                unchanged = p.unchanged.len(),
+                pruned,
+                failed = failed.len() + prune_failed.len(),
+                fetch_ms,
+                live_ms,
+                apply_ms,
+                total_ms,
+                "synced"
+            );
+        } else {
+            tracing::debug!(
+                unchanged = p.unchanged.len(),
+                fetch_ms,
+                live_ms,
+                total_ms,
+                "nothing to do"
+            );
         }
         f.health = Some((worst, unhealthy));
         f.prune = Some((decision, pruned, prune_failed));
