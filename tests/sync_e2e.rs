@@ -552,6 +552,86 @@ async fn drift_is_healed_and_bad_commits_keep_the_last_good_state() {
         },
     )
     .await;
+
+    // An inventory that cannot be read (a damaged ConfigMap) stops the reconcile before
+    // anything is applied: read as empty, the next inventory written would drop the objects
+    // due for pruning. The status is pointed at it as the agent itself would (manager fledge).
+    let inv_cms = Api::<ConfigMap>::namespaced(client.clone(), &agent_ns.name);
+    let inv_name = fledge::controller::inventory::config_map_name(&repo);
+    let damaged: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": inv_name}, "data": {"inventory": "not an entry\n"}
+    }))
+    .unwrap();
+    inv_cms
+        .create(&PostParams::default(), &damaged)
+        .await
+        .unwrap();
+    let repos = Api::<ConfigRepo>::all(client.clone());
+    let point = serde_json::json!({"apiVersion": "fledge.dev/v1alpha1", "kind": "ConfigRepo",
+        "status": {"inventoryConfigMap": inv_name}});
+    let s = eventually(
+        "Applied=False for the damaged inventory",
+        Duration::from_secs(30),
+        || async {
+            let s = repos.get(&repo).await.ok()?.status?;
+            if s.errors.iter().any(|e| e.object == "inventory") {
+                return Some(s);
+            }
+            // A reconcile that read the repo before this pointer was set writes it away again.
+            repos
+                .patch_status(
+                    &repo,
+                    &PatchParams::apply("fledge").force(),
+                    &Patch::Apply(&point),
+                )
+                .await
+                .ok()?;
+            None
+        },
+    )
+    .await;
+    let err = s.errors.iter().find(|e| e.object == "inventory").unwrap();
+    assert!(
+        err.message
+            .contains(&format!("{}/{inv_name}", agent_ns.name))
+            && err.message.contains("line 1: expected"),
+        "{s:#?}"
+    );
+    assert!(is(&s, "Applied", ConditionStatus::False), "{s:#?}");
+    let blocked = remote.commit(
+        &[("cm.yaml", cm_file("settings", "while-inventory-damaged"))],
+        &[],
+        "a change while the inventory is damaged",
+    );
+    status_where(&client, &repo, "the new commit fetched", 30, |s| {
+        s.fetched_commit.as_deref() == Some(blocked.as_str())
+            && s.errors.iter().any(|e| e.object == "inventory")
+    })
+    .await;
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["value"],
+        "after-outage",
+        "nothing is applied while the inventory cannot be read"
+    );
+    // The damaged ConfigMap deleted: the agent goes on (pruning nothing this once) and records
+    // a new inventory.
+    inv_cms
+        .delete(&inv_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let s = status_where(
+        &client,
+        &repo,
+        "recovered from the lost inventory",
+        30,
+        |s| is(s, "Ready", ConditionStatus::True) && s.inventory_config_map.is_none(),
+    )
+    .await;
+    assert!(!s.inventory.is_empty(), "{s:#?}");
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["value"],
+        "while-inventory-damaged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,14 +167,13 @@ pub async fn run(agent: Arc<Agent>, ready: Arc<AtomicBool>) {
     let (tx, mut rx) = watch::channel(agent.opts.lease.is_none());
     // Without leader election the sender simply stays here (a dropped sender would read as
     // "leadership lost").
-    let _lease = match agent.opts.lease.clone() {
-        Some(cfg) => Some(AbortOnDrop(tokio::spawn(leader::run(
+    let _lease = agent.opts.lease.clone().map(|cfg| {
+        AbortOnDrop(tokio::spawn(leader::run(
             agent.client.clone(),
             cfg,
             tx.clone(),
-        )))),
-        None => None,
-    };
+        )))
+    });
     let _tx = tx;
     loop {
         while !*rx.borrow_and_update() {

@@ -429,7 +429,7 @@ impl Agent {
             .collect();
 
         // 3. plan
-        let p = plan::plan(&desired, &live_view, &inventory);
+        let p = plan::plan(desired, &live_view, &inventory);
         let drift: Vec<usize> = p
             .apply
             .iter()

@@ -117,10 +117,7 @@ pub fn render(
         scopes: opts.scopes.clone(),
         objects: 0,
     };
-    let root = match loader.root(path) {
-        Ok(root) => root,
-        Err(e) => return Err(e.into()),
-    };
+    let root = loader.root(path)?;
     let root = loader.load_bundle(root, &mut Vec::new());
     let Loader {
         mut errors,
