@@ -1,15 +1,18 @@
-//! The CRDs committed under `crds/` are exactly what `fledge crds` generates, and every field of
-//! every schema is documented (the text `kubectl explain` shows).
+//! The CRDs committed under `crds/` (and the Helm chart's copy in `charts/fledge/crds/`) are
+//! exactly what `fledge crds` generates, and every field of every schema is documented (the text
+//! `kubectl explain` shows).
 
 use std::path::Path;
 
 fn repo_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("crds")
-        .join(name);
+    file_in("crds", name)
+}
+
+fn file_in(dir: &str, name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}\nregenerate with: cargo run -- crds --output-dir crds",
+            "{}: {e}\nregenerate with: cargo run -- crds --output-dir {dir}",
             path.display()
         )
     })
@@ -20,10 +23,12 @@ fn committed_crds_match_generated_ones() {
     for crd in fledge::crd::all() {
         let name = fledge::crd::file_name(&crd);
         let generated = fledge::crd::to_yaml(&crd).unwrap();
-        assert!(
-            repo_file(&name) == generated,
-            "crds/{name} is out of date; regenerate with: cargo run -- crds --output-dir crds"
-        );
+        for dir in ["crds", "charts/fledge/crds"] {
+            assert!(
+                file_in(dir, &name) == generated,
+                "{dir}/{name} is out of date; regenerate with: cargo run -- crds --output-dir {dir}"
+            );
+        }
     }
 }
 

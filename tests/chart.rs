@@ -1,0 +1,417 @@
+//! The Helm chart `charts/fledge`, with helm built from the Go module proxy
+//! (`tests/env/setup-helm`) and the real control plane from `tests/env/`: it lints, renders what
+//! its values say, refuses bad values with a message naming the value, installs into the
+//! cluster, and its ServiceAccount and RBAC are enough for the agent to sync a repository (the
+//! agent runs here, authenticated with a token of the chart's ServiceAccount).
+
+mod support;
+
+use fledge::crd::{ConditionStatus, ConfigRepo};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{Env, GitRemote, eventually, unique};
+
+const KUBE_VERSION: &str = "1.35.4";
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/fledge")
+}
+
+/// helm, built once per version into ~/.cache/fledge/tools (fails loudly if it cannot be).
+fn helm() -> Command {
+    let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/env/setup-helm");
+    let out = Command::new(&setup)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running tests/env/setup-helm");
+    assert!(out.status.success(), "tests/env/setup-helm failed");
+    let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut c = Command::new(path);
+    // No user configuration or cache from the machine.
+    let home = std::env::temp_dir().join("fledge-helm-home");
+    c.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    c
+}
+
+/// `helm template` with `--set` values: Ok(objects) or Err(stderr).
+fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
+    let mut c = helm();
+    c.args(["template", release]).arg(chart()).args([
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+    ]);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    let out = c.output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    Ok(text
+        .split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .filter(|v| v.is_object())
+        .collect())
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["kind"] == kind)
+}
+
+#[test]
+fn the_chart_lints_clean() {
+    let out = helm()
+        .args(["lint", "--strict"])
+        .arg(chart())
+        .args([
+            "--set",
+            "configRepo.spec.url=https://git.example.com/config.git",
+        ])
+        .args(["--kube-version", KUBE_VERSION])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "helm lint --strict: {text}");
+    assert!(text.contains("0 chart(s) failed"), "{text}");
+}
+
+#[test]
+fn values_shape_the_manifests_and_bad_values_are_refused() {
+    let url = "https://git.example.com/config.git";
+    let objects = template(
+        "prod",
+        "fledge-system",
+        &[
+            &format!("configRepo.spec.url={url}"),
+            "configRepo.spec.path=clusters/production",
+            "agent.selector=shard=a",
+            "agent.verbosity=1",
+        ],
+    )
+    .unwrap();
+
+    let deploy = find(&objects, "Deployment").expect("a Deployment");
+    assert_eq!(deploy["metadata"]["name"], "prod-fledge");
+    assert_eq!(deploy["metadata"]["namespace"], "fledge-system");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "prod-fledge");
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "fledge:0.1.0", "the tag defaults to appVersion");
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "run",
+        "--listen=0.0.0.0:8080",
+        "--leader-election=true",
+        "--selector=shard=a",
+        "--install-crds=true",
+        "-v",
+    ] {
+        assert!(args.contains(&want), "{want} in {args:?}");
+    }
+    // The args parse: the binary accepts exactly these flags.
+    let parsed = Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "fledge {args:?}: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"FLEDGE_NAMESPACE"), "{env:?}");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+
+    let repo = find(&objects, "ConfigRepo").expect("a ConfigRepo");
+    assert_eq!(
+        repo["metadata"]["name"], "production",
+        "named from the path, as `fledge run --repo` names it"
+    );
+    assert_eq!(
+        repo["metadata"]["labels"]["shard"], "a",
+        "the agent's selector matches it"
+    );
+    assert_eq!(repo["spec"]["url"], url);
+    assert_eq!(repo["spec"]["branch"], "main");
+    let binding = find(&objects, "ClusterRoleBinding").expect("a ClusterRoleBinding");
+    assert_eq!(binding["subjects"][0]["name"], "prod-fledge");
+    assert_eq!(binding["subjects"][0]["namespace"], "fledge-system");
+    assert!(find(&objects, "ServiceAccount").is_some());
+    assert!(find(&objects, "Service").is_some());
+
+    // Without a ConfigRepo the agent serves the ones created by hand.
+    let objects = template("prod", "fledge-system", &["configRepo.create=false"]).unwrap();
+    assert!(find(&objects, "ConfigRepo").is_none());
+    assert!(find(&objects, "Deployment").is_some());
+
+    // Bad values: refused, naming the value.
+    let e = template("prod", "fledge-system", &[]).unwrap_err();
+    assert!(e.contains("configRepo.spec.url is required"), "{e}");
+    let e = template(
+        "prod",
+        "fledge-system",
+        &[
+            "configRepo.create=false",
+            "agent.replicas=2",
+            "agent.leaderElection=false",
+        ],
+    )
+    .unwrap_err();
+    assert!(e.contains("agent.leaderElection=true"), "{e}");
+    let e = template(
+        "prod",
+        "fledge-system",
+        &["configRepo.create=false", "serviceAccount.create=false"],
+    )
+    .unwrap_err();
+    assert!(e.contains("serviceAccount.name is required"), "{e}");
+}
+
+/// The rendered chart applied to the real control plane; then the agent, authenticated as the
+/// chart's ServiceAccount, syncs the ConfigRepo the chart created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installs_and_its_service_account_is_enough_to_sync() {
+    let env = Env::get();
+    let client = env.client().await;
+    support::install_crds(&client).await;
+    let release = unique("chart");
+    let agent_ns = unique("chart-agent");
+    let app_ns = unique("chart-app");
+    let id = unique("id");
+    let remote = GitRemote::new(&[
+        (
+            "fledge.yaml",
+            format!(
+                "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {app_ns}\ninclude: [ns.yaml, cm.yaml]\n"
+            ),
+        ),
+        (
+            "ns.yaml",
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {app_ns}}}\n"),
+        ),
+        (
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {from: chart}\n"
+                .into(),
+        ),
+    ]);
+    let objects = template(
+        &release,
+        &agent_ns,
+        &[
+            &format!("configRepo.spec.url={}", remote.url()),
+            &format!("configRepo.name={release}"),
+            "configRepo.spec.interval=2s",
+            &format!("agent.selector=fledge.test/agent={id}"),
+        ],
+    )
+    .unwrap();
+    let cleanup = Cleanup {
+        env: env.clone(),
+        release: release.clone(),
+        namespaces: vec![agent_ns.clone(), app_ns.clone()],
+    };
+    let created = env
+        .kubectl()
+        .args(["create", "namespace", &agent_ns])
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let mut apply = env
+        .kubectl()
+        .args(["apply", "--server-side", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let docs: Vec<String> = objects
+        .iter()
+        .map(|o| serde_json::to_string(o).unwrap())
+        .collect();
+    std::io::Write::write_all(
+        apply.stdin.as_mut().unwrap(),
+        docs.join("\n---\n").as_bytes(),
+    )
+    .unwrap();
+    drop(apply.stdin.take());
+    let out = apply.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "applying the rendered chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Deployment rolls out (kwok runs its pod).
+    let deploy = format!("deployment/{release}-fledge");
+    let rolled = env
+        .kubectl()
+        .args([
+            "rollout",
+            "status",
+            &deploy,
+            "-n",
+            &agent_ns,
+            "--timeout=60s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        rolled.status.success(),
+        "{deploy}: {}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+
+    // A kubeconfig holding a token of the chart's ServiceAccount, nothing else.
+    let token = env
+        .kubectl()
+        .args([
+            "create",
+            "token",
+            &format!("{release}-fledge"),
+            "-n",
+            &agent_ns,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let admin: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(env.kubeconfig()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+            "current-context": "sa",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    // The API server sees the ServiceAccount: everything below runs with the chart's grants.
+    let who = Command::new(env.bin("kubectl"))
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        format!("system:serviceaccount:{agent_ns}:{release}-fledge"),
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+
+    let port = support::free_port();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args(["run", "--namespace", &agent_ns])
+        .args(["--selector", &format!("fledge.test/agent={id}")])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let repos = Api::<ConfigRepo>::all(client.clone());
+    let ready = eventually(
+        "the chart's ConfigRepo Ready",
+        Duration::from_secs(60),
+        || async {
+            let s = repos.get(&release).await.ok()?.status?;
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+                .then_some(s)
+        },
+    )
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(ready.objects.desired, 2, "{ready:#?}");
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &app_ns)
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["from"], "chart");
+    drop(cleanup);
+}
+
+/// Removes what the test created (the ClusterRole and binding are cluster-scoped).
+struct Cleanup {
+    env: Env,
+    release: String,
+    namespaces: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let name = format!("{}-fledge", self.release);
+        for args in [
+            vec![
+                "delete",
+                "configrepo",
+                self.release.as_str(),
+                "--ignore-not-found",
+            ],
+            vec![
+                "delete",
+                "clusterrolebinding",
+                name.as_str(),
+                "--ignore-not-found",
+            ],
+            vec!["delete", "clusterrole", name.as_str(), "--ignore-not-found"],
+        ] {
+            let _ = self.env.kubectl().args(args).output();
+        }
+        for ns in &self.namespaces {
+            let _ = self
+                .env
+                .kubectl()
+                .args([
+                    "delete",
+                    "namespace",
+                    ns,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ])
+                .output();
+        }
+    }
+}
