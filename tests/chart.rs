@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{Env, GitRemote, eventually, unique};
+use support::{Env, GitRemote, unique};
 
 const KUBE_VERSION: &str = "1.35.4";
 
@@ -346,22 +346,30 @@ async fn installs_and_its_service_account_is_enough_to_sync() {
         .arg(dir.path().join("cache"))
         .env("KUBECONFIG", &kubeconfig)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
         .spawn()
         .unwrap();
+    let _log = ShowLogIfPanicking(dir.path().join("agent.log"));
     let repos = Api::<ConfigRepo>::all(client.clone());
-    let ready = eventually(
-        "the chart's ConfigRepo Ready",
-        Duration::from_secs(60),
-        || async {
-            let s = repos.get(&release).await.ok()?.status?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        if let Some(exit) = agent.try_wait().unwrap() {
+            panic!("the agent exited ({exit}) before the ConfigRepo was Ready");
+        }
+        let status = repos.get(&release).await.ok().and_then(|r| r.status);
+        if let Some(s) = status.filter(|s| {
             s.conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
-                .then_some(s)
-        },
-    )
-    .await;
+        }) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chart's ConfigRepo not Ready after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let _ = agent.kill();
     let _ = agent.wait();
     assert_eq!(ready.objects.desired, 2, "{ready:#?}");
@@ -371,6 +379,18 @@ async fn installs_and_its_service_account_is_enough_to_sync() {
         .unwrap();
     assert_eq!(cm.data.unwrap()["from"], "chart");
     drop(cleanup);
+}
+
+/// Prints the agent's log when the test fails (RBAC errors show up there).
+struct ShowLogIfPanicking(PathBuf);
+
+impl Drop for ShowLogIfPanicking {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            eprintln!("--- agent log ---\n{log}--- end of agent log ---");
+        }
+    }
 }
 
 /// Removes what the test created (the ClusterRole and binding are cluster-scoped).

@@ -79,6 +79,15 @@ impl ApplyError {
     }
 }
 
+/// A kube error as one readable line: the API server's own message for API errors (the
+/// `Display` of `kube::Error::Api` repeats it with a debug dump of the status).
+pub fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Whether an error means the API server is unreachable (worth a retry, not a report per object).
 pub fn is_unavailable(e: &ApplyError) -> bool {
     e.category == Category::Unavailable

@@ -187,7 +187,10 @@ pub async fn plan_cmd(
     let repo = match Api::<ConfigRepo>::all(client.clone()).get_opt(&name).await {
         Ok(r) => r,
         Err(kube::Error::Api(s)) if s.code == 404 => None,
-        Err(e) => return Err(e).context("reading the ConfigRepo's inventory"),
+        Err(e) => anyhow::bail!(
+            "reading ConfigRepo {name} (its inventory): {}",
+            fledge::apply::kube_message(&e)
+        ),
     };
     if let Some(repo) = repo {
         let inventory = inventory::read(&client, &args.namespace, &repo.status.unwrap_or_default())

@@ -1,6 +1,7 @@
 //! `fledge run`.
 
 use anyhow::Context;
+use fledge::apply::kube_message;
 use fledge::cli::{RunArgs, default_repo_name};
 use fledge::controller::{self, AgentOptions, LeaseConfig};
 use fledge::crd::{ConfigRepo, ConfigRepoSpec};
@@ -26,10 +27,18 @@ pub async fn run_cmd(
             let name = crd.metadata.name.clone().unwrap_or_default();
             crds.patch(&name, &pp, &Patch::Apply(&crd))
                 .await
-                .with_context(|| format!("installing CRD {name}"))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "installing CRD {name}: {} (the agent's RBAC must allow it; or install the CRDs with `fledge crds | kubectl apply -f -` and run with --install-crds=false)",
+                        kube_message(&e)
+                    )
+                })?;
         }
         for _ in 0..100 {
-            let all = crds.list(&Default::default()).await?;
+            let all = crds
+                .list(&Default::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("listing CRDs: {}", kube_message(&e)))?;
             let ready = all
                 .items
                 .iter()
@@ -59,7 +68,13 @@ pub async fn run_cmd(
     Api::<Namespace>::all(client.clone())
         .patch(&args.namespace, &pp, &Patch::Apply(&ns))
         .await
-        .with_context(|| format!("creating namespace {}", args.namespace))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "creating namespace {}: {}",
+                args.namespace,
+                kube_message(&e)
+            )
+        })?;
     if let Some(url) = &args.repo {
         fledge::duration::parse(&args.interval).context("--interval")?;
         let name = args
@@ -81,7 +96,7 @@ pub async fn run_cmd(
         Api::<ConfigRepo>::all(client.clone())
             .patch(&name, &pp, &Patch::Apply(&body))
             .await
-            .with_context(|| format!("creating ConfigRepo {name}"))?;
+            .map_err(|e| anyhow::anyhow!("creating ConfigRepo {name}: {}", kube_message(&e)))?;
         tracing::info!(repo = %name, url = %fledge::source::redact(&url), path = %args.path, "ConfigRepo configured");
     }
     let identity = args.identity.clone().unwrap_or_else(|| {

@@ -63,7 +63,13 @@ impl Agent {
         let secret = Api::<Secret>::namespaced(self.client.clone(), &ns)
             .get(&r.name)
             .await
-            .map_err(|e| format!("reading Secret {ns}/{}: {}", r.name, short_kube(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "reading Secret {ns}/{}: {}",
+                    r.name,
+                    apply::kube_message(&e)
+                )
+            })?;
         let data = secret.data.unwrap_or_default();
         let get = |k: &str| {
             data.get(k)
@@ -232,7 +238,12 @@ impl Agent {
                 &Patch::Apply(&cm),
             )
             .await
-            .map_err(|e| format!("writing inventory ConfigMap {name}: {}", short_kube(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "writing inventory ConfigMap {name}: {}",
+                    apply::kube_message(&e)
+                )
+            })?;
         Ok(Some(name))
     }
 
@@ -795,11 +806,4 @@ fn previous<'r>(repo: &'r ConfigRepo, type_: &str) -> Option<&'r crate::crd::Con
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-}
-
-fn short_kube(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
