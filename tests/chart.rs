@@ -23,13 +23,16 @@ fn chart() -> PathBuf {
 
 /// helm, built once per version into ~/.cache/fledge/tools (fails loudly if it cannot be).
 fn helm() -> Command {
-    let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/env/setup-helm");
-    let out = Command::new(&setup)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running tests/env/setup-helm");
-    assert!(out.status.success(), "tests/env/setup-helm failed");
-    let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let path = PATH.get_or_init(|| {
+        let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/env/setup-helm");
+        let out = Command::new(&setup)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running tests/env/setup-helm");
+        assert!(out.status.success(), "tests/env/setup-helm failed");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    });
     let mut c = Command::new(path);
     // No user configuration or cache from the machine.
     let home = std::env::temp_dir().join("fledge-helm-home");
@@ -198,7 +201,8 @@ async fn installs_and_its_service_account_is_enough_to_sync() {
     let client = env.client().await;
     support::install_crds(&client).await;
     let release = unique("chart");
-    let agent_ns = unique("chart-agent");
+    let agent_ns = support::TestNamespace::new(&client, &env, "chart-agent").await;
+    let agent_ns = agent_ns.name.clone();
     let app_ns = unique("chart-app");
     let id = unique("id");
     let remote = GitRemote::new(&[
@@ -232,14 +236,8 @@ async fn installs_and_its_service_account_is_enough_to_sync() {
     let cleanup = Cleanup {
         env: env.clone(),
         release: release.clone(),
-        namespaces: vec![agent_ns.clone(), app_ns.clone()],
+        app_ns: app_ns.clone(),
     };
-    let created = env
-        .kubectl()
-        .args(["create", "namespace", &agent_ns])
-        .output()
-        .unwrap();
-    assert!(created.status.success());
     let mut apply = env
         .kubectl()
         .args(["apply", "--server-side", "-f", "-"])
@@ -393,44 +391,26 @@ impl Drop for ShowLogIfPanicking {
     }
 }
 
-/// Removes what the test created (the ClusterRole and binding are cluster-scoped).
+/// Removes what the test created outside the agent's namespace (all cluster-scoped).
 struct Cleanup {
     env: Env,
     release: String,
-    namespaces: Vec<String>,
+    app_ns: String,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let name = format!("{}-fledge", self.release);
-        for args in [
-            vec![
-                "delete",
-                "configrepo",
-                self.release.as_str(),
-                "--ignore-not-found",
-            ],
-            vec![
-                "delete",
-                "clusterrolebinding",
-                name.as_str(),
-                "--ignore-not-found",
-            ],
-            vec!["delete", "clusterrole", name.as_str(), "--ignore-not-found"],
+        for (kind, name) in [
+            ("configrepo", &self.release),
+            ("clusterrolebinding", &name),
+            ("clusterrole", &name),
+            ("namespace", &self.app_ns),
         ] {
-            let _ = self.env.kubectl().args(args).output();
-        }
-        for ns in &self.namespaces {
             let _ = self
                 .env
                 .kubectl()
-                .args([
-                    "delete",
-                    "namespace",
-                    ns,
-                    "--wait=false",
-                    "--ignore-not-found",
-                ])
+                .args(["delete", kind, name, "--wait=false", "--ignore-not-found"])
                 .output();
         }
     }

@@ -72,8 +72,7 @@ impl ApplyError {
                 "conflict with another field manager (set spec.force to take over): {}",
                 s.message
             ),
-            kube::Error::Api(s) => s.message.clone(),
-            other => other.to_string(),
+            other => kube_message(other),
         };
         ApplyError { category, message }
     }

@@ -193,7 +193,7 @@ pub async fn plan_cmd(
         ),
     };
     if let Some(repo) = repo {
-        let inventory = inventory::read(&client, &args.namespace, &repo.status.unwrap_or_default())
+        let inventory = inventory::read(&client, &args.namespace, repo.status.as_ref())
             .await
             .map_err(|e| anyhow::anyhow!("{e} (the agent's namespace is set by --namespace)"))?;
         let wanted: std::collections::BTreeSet<String> =

@@ -67,14 +67,17 @@ pub struct ReadError {
     pub message: String,
 }
 
-/// A ConfigRepo's inventory, from its status or from the ConfigMap the status names (in
+/// A ConfigRepo's inventory (none before its first status), from its status or from the ConfigMap the status names (in
 /// `namespace`, the agent's). Never reads as empty when it is not: a ConfigMap that cannot be
 /// read, or is damaged, is an error.
 pub async fn read(
     client: &Client,
     namespace: &str,
-    status: &ConfigRepoStatus,
+    status: Option<&ConfigRepoStatus>,
 ) -> Result<Vec<InventoryEntry>, ReadError> {
+    let Some(status) = status else {
+        return Ok(Vec::new());
+    };
     let Some(name) = &status.inventory_config_map else {
         return Ok(status.inventory.clone());
     };

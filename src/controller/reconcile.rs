@@ -384,9 +384,8 @@ impl Agent {
 
         // 2. live view
         let t_fetched = t0.elapsed();
-        let status_now = repo.status.clone().unwrap_or_default();
-        let inventory = match inventory::read(&self.client, &self.opts.namespace, &status_now).await
-        {
+        let status = repo.status.as_ref();
+        let inventory = match inventory::read(&self.client, &self.opts.namespace, status).await {
             Ok(inv) => inv,
             // Deleted by hand: nothing is pruned this time (the objects keep their label)
             // and the apply below records a new inventory of what git has.
@@ -398,16 +397,7 @@ impl Agent {
                 // Without the inventory nothing may be applied: the new inventory written
                 // afterwards would lose the objects that are due for pruning.
                 self.count_error(apply::Category::Unavailable);
-                f.applied = Some(Applied {
-                    commit: commit.clone(),
-                    desired: desired.len(),
-                    failed: vec![ObjectError {
-                        object: "inventory".into(),
-                        message: e.message,
-                    }],
-                    ..Applied::default()
-                });
-                return Some(Duration::from_secs(5));
+                return nothing_applied(f, &commit, desired.len(), "inventory", e.message);
             }
         };
         let mut kinds: BTreeSet<(String, String)> = desired
@@ -422,16 +412,8 @@ impl Agent {
             Ok(l) => l,
             Err(e) => {
                 self.count_error(e.category);
-                f.applied = Some(Applied {
-                    commit: commit.clone(),
-                    desired: desired.len(),
-                    failed: vec![ObjectError {
-                        object: "cluster".into(),
-                        message: format!("reading live objects: {e}"),
-                    }],
-                    ..Applied::default()
-                });
-                return Some(Duration::from_secs(5));
+                let message = format!("reading live objects: {e}");
+                return nothing_applied(f, &commit, desired.len(), "cluster", message);
             }
         };
         let live_view = live
@@ -797,6 +779,27 @@ impl Agent {
             })
             .inc();
     }
+}
+
+/// Records a sync stopped before anything was applied (the cluster or the inventory could not
+/// be read) and asks to look again soon.
+fn nothing_applied(
+    f: &mut Findings,
+    commit: &str,
+    desired: usize,
+    object: &str,
+    message: String,
+) -> Option<Duration> {
+    f.applied = Some(Applied {
+        commit: commit.to_owned(),
+        desired,
+        failed: vec![ObjectError {
+            object: object.into(),
+            message,
+        }],
+        ..Applied::default()
+    });
+    Some(Duration::from_secs(5))
 }
 
 /// The condition of `type_` in the status the reconcile started from.
