@@ -227,9 +227,18 @@ pub struct RunArgs {
     /// Concurrent requests while applying.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Only serve ConfigRepos matching this label selector (e.g. shard=a).
+    /// Only serve ConfigRepos matching this label selector, in the API server's syntax
+    /// (`shard=a`, `team!=x`, `tier in (a,b)`, `!legacy`, comma-joined).
     #[arg(long, value_name = "SELECTOR")]
     pub selector: Option<String>,
+    /// Namespaces besides --namespace where a ConfigRepo's secretRef may point (comma-separated).
+    /// ConfigRepos are cluster-scoped: by default their credentials must live in the agent's
+    /// own namespace, so creating a ConfigRepo does not grant reading any Secret of the cluster.
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    pub secret_namespaces: Vec<String>,
+    /// ConfigRepos reconciled at once (one slow repository never stalls the others).
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
     /// Install or update fledge's CRDs at start.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub install_crds: bool,

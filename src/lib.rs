@@ -11,12 +11,14 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod duration;
+pub mod failpoint;
 pub mod labels;
 pub mod logging;
 pub mod plan;
 pub mod render;
 pub mod server;
 pub mod source;
+pub mod text;
 
 /// Selects rustls' crypto provider for the process. Dependencies compile in more than one
 /// (aws-lc-rs and ring) and rustls refuses to guess; call this before making any client.

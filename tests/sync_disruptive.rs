@@ -77,7 +77,12 @@ async fn converges_after_an_api_server_restart_and_rebuilds_an_empty_cluster() {
         lease: None,
         concurrency: 8,
         drift_debounce: Duration::from_millis(500),
-        selector: Some(format!("fledge.test/agent={repo}")),
+        selector: Some(
+            controller::LabelSelector::parse(&format!("fledge.test/agent={repo}"))
+                .expect("a valid selector"),
+        ),
+        secret_namespaces: Vec::new(),
+        workers: 4,
     };
     let agent = Agent::new(client.clone(), opts, Arc::new(Metrics::default()));
     let task = tokio::spawn(controller::run(agent, Arc::new(AtomicBool::new(false))));

@@ -126,7 +126,14 @@ pub async fn run_cmd(
         lease,
         concurrency: args.concurrency,
         drift_debounce: std::time::Duration::from_millis(500),
-        selector: args.selector.clone(),
+        selector: args
+            .selector
+            .as_deref()
+            .map(controller::LabelSelector::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--selector: {e}"))?,
+        secret_namespaces: args.secret_namespaces.clone(),
+        workers: args.workers,
     };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));

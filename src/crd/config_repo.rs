@@ -152,7 +152,8 @@ pub struct ConfigRepoStatus {
     /// Object counts by state after the last reconcile.
     #[serde(default)]
     pub objects: ObjectCounts,
-    /// Managed objects found changed or deleted by someone else since the last apply.
+    /// Managed objects the last reconcile found changed or deleted outside git (the running
+    /// total is the `fledge_drift_total` metric).
     #[serde(default)]
     pub drift_count: i64,
     /// Aggregated health of the managed objects: `Healthy`, `Progressing`, `Degraded`.
@@ -184,8 +185,10 @@ pub struct InventoryEntry {
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// What fledge last saw of the object after applying it: `g<N>` (metadata.generation) or
-    /// `r<N>` (resourceVersion, for kinds without generation). A different live value is drift.
+    /// What fledge last saw of the object after applying it: `m` + a hash of the fields fledge
+    /// owns (its managedFields entry); someone changing one of those fields is drift. Empty
+    /// while a create is recorded ahead of the create. Run-once objects (Jobs) add `#` and the
+    /// content hash they ran with.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub observed: String,
 }

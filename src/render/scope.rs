@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 /// `(group, kind) -> namespaced`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scopes {
     known: HashMap<(String, String), bool>,
 }
