@@ -73,12 +73,17 @@ async fn syncs_the_template_updates_prunes_and_noops_without_writes() {
         repo
     );
 
-    // A no-op reconcile of an unchanged repo: zero write requests.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A no-op reconcile of an unchanged repo: zero write requests. Settled means a reconcile
+    // that wrote nothing (the Deployment's status moves for a while after the first sync).
+    eventually("a reconcile that writes nothing", Duration::from_secs(30), || async {
+        let before = writes(&running.log).len();
+        running.agent.reconcile(&repo, true).await;
+        (writes(&running.log).len() == before).then_some(())
+    })
+    .await;
     let before = writes(&running.log);
     running.agent.reconcile(&repo, true).await;
     running.agent.reconcile(&repo, true).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let after = writes(&running.log);
     assert_eq!(
         after.len(),

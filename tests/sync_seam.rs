@@ -362,3 +362,26 @@ impl Drop for DeleteCrd {
         let _ = self.0.kubectl().args(["delete", "crd", &self.1, "--wait=false", "--ignore-not-found"]).output();
     }
 }
+
+/// Defect: a ConfigRepo (cluster-scoped) could name a Secret in any namespace, so whoever may
+/// create a ConfigRepo could make the agent read any Secret of the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_ref_outside_the_agents_namespace_is_refused() {
+    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("sref", "sref").await;
+    let remote = GitRemote::new(&[("fledge.yaml", bundle(&ns, "[ns.yaml]")), ("ns.yaml", ns_file(&ns))]);
+    let _agent = start_agent(&env, &agent_ns.name, &format!("fledge.test/agent={id}"), None).await;
+    let body = serde_json::json!({
+        "apiVersion": "fledge.dev/v1alpha1", "kind": "ConfigRepo",
+        "metadata": {"name": repo, "labels": {"fledge.test/agent": id}},
+        "spec": {"url": remote.url(), "path": ".", "interval": "2s",
+                 "secretRef": {"name": "admin-token", "namespace": "kube-system"}}
+    });
+    Api::<ConfigRepo>::all(client.clone())
+        .patch(&repo, &PatchParams::apply("fledge-tests").force(), &Patch::Apply(&body))
+        .await
+        .unwrap();
+    let s = status_where(&client, &repo, "Fetched=False", 30, |s| is(s, "Fetched", ConditionStatus::False)).await;
+    let msg = cond(&s, "Fetched").unwrap().2;
+    assert!(msg.contains("\"kube-system\"") && msg.contains("--secret-namespaces"), "{msg}");
+    assert!(s.applied_commit.is_none(), "nothing applied: {s:#?}");
+}

@@ -198,3 +198,41 @@ impl Agent {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(interval: &str) -> ConfigRepo {
+        let spec = serde_json::from_value(
+            serde_json::json!({"url": "https://git.example/x", "path": ".", "interval": interval}),
+        )
+        .unwrap();
+        ConfigRepo::new("r", spec)
+    }
+
+    /// Defect: an invalid interval silently became 60 s.
+    #[test]
+    fn an_invalid_interval_is_an_error_not_a_default() {
+        assert_eq!(interval(&repo("30s")).unwrap(), Duration::from_secs(30));
+        for bad in ["0s", "soon", "500ms"] {
+            let e = interval(&repo(bad)).expect_err(bad);
+            assert!(matches!(e, SyncError::Spec(_)) && e.to_string().contains("spec.interval"), "{e}");
+        }
+    }
+
+    #[test]
+    fn requeue_backs_off_a_failing_remote_and_never_exceeds_the_interval() {
+        let fetch = |failures| {
+            Err(SyncError::Fetch {
+                message: "x".into(),
+                reason: source::Reason::Network,
+                failures,
+            })
+        };
+        let hour = Duration::from_secs(3600);
+        assert!(requeue(&fetch(1), hour) < requeue(&fetch(4), hour));
+        assert!(requeue(&fetch(9), Duration::from_secs(60)) <= Duration::from_secs(60));
+        assert_eq!(requeue(&Err(SyncError::Inventory("x".into())), hour), RETRY_SOON);
+    }
+}

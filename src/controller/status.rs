@@ -299,3 +299,53 @@ fn sync_conditions(
     };
     s.inventory_config_map = d.recorded.config_map.clone();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Reason;
+
+    fn fetch_failed() -> Outcome {
+        Outcome::Synced(Err(SyncError::Fetch {
+            message: "remote not found".into(),
+            reason: Reason::NotFound,
+            failures: 3,
+        }))
+    }
+
+    /// Defect: status building read the wall clock and `driftCount` only grew, so the status
+    /// changed on every pass and re-triggered its own reconcile.
+    #[test]
+    fn the_same_outcome_gives_the_same_status_whatever_the_time() {
+        let t0 = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let t1 = jiff::Timestamp::from_second(1_700_000_600).unwrap();
+        let first = build(&ConfigRepoStatus::default(), Some(1), &fetch_failed(), t0);
+        let again = build(&first, Some(1), &fetch_failed(), t1);
+        assert_eq!(first, again, "a repeated outcome must not change the status");
+        let ready = first.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.last_transition_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert!(first.errors.is_empty());
+        // Another reason, same status: the transition time stays (it moves only on a flip).
+        let suspended = build(&again, Some(2), &Outcome::Suspended, t1);
+        let ready = suspended.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.reason, "Suspended");
+        assert_eq!(ready.last_transition_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+    }
+
+    #[test]
+    fn each_failed_step_names_its_condition() {
+        let cases = [
+            (SyncError::Spec("spec.interval \"0s\" is shorter than 1s".into()), "Fetched", "InvalidSpec"),
+            (SyncError::Credentials("no key".into()), "Fetched", "FetchFailed"),
+            (SyncError::Inventory("damaged".into()), "Applied", "InventoryUnavailable"),
+            (SyncError::Discovery("down".into()), "Applied", "ClusterUnavailable"),
+        ];
+        for (e, type_, reason) in cases {
+            let s = build(&ConfigRepoStatus::default(), None, &Outcome::Synced(Err(e)), jiff::Timestamp::UNIX_EPOCH);
+            let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::False, reason));
+            assert_eq!(s.conditions[0].reason, reason, "Ready carries the first failure");
+        }
+    }
+}
