@@ -217,9 +217,11 @@ async fn plan_reads_deletes_from_the_inventory_in_the_status_or_its_config_map()
     set_status(serde_json::json!({"inventory": [entry("kept"), entry("gone-from-status")]})).await;
     let (code, out) = plan_in(&agent_ns.name);
     assert_eq!(code, 2, "{out}");
+    // `kept` is recorded but not live: deleted behind the agent's back, so it is repaired.
     assert!(
         out.contains(&format!("- delete ConfigMap {ns}/gone-from-status"))
-            && out.contains("Plan: 1 to create, 0 to update, 1 to delete, 0 unchanged."),
+            && out.contains(&format!("~ repair ConfigMap {ns}/kept"))
+            && out.contains("Plan: 0 to create, 1 to update, 1 to delete, 0 unchanged."),
         "{out}"
     );
 
@@ -308,7 +310,7 @@ async fn plan_hides_secret_values_plans_new_kinds_and_dry_runs_creates() {
     assert_eq!(code, 2, "{out}");
     assert!(!out.contains("hunter2-in-git") && !out.contains("admin-in-git"), "a Secret value leaked: {out}");
     assert!(out.contains("+ key password") && out.contains("+ key user"), "{out}");
-    assert!(out.contains(&format!("+ create Widget {ns}/w (its CRD is in this bundle")), "{out}");
+    assert!(out.contains(&format!("+ create Widget.{group} {ns}/w (its CRD is in this bundle")), "{out}");
     assert!(out.contains("Plan: 4 to create"), "{out}");
 
     // The Secret exists; git changes one value: only the key name shows.

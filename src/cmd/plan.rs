@@ -114,6 +114,32 @@ impl Colors {
     }
 }
 
+/// Why the server could not judge an object yet.
+enum Unchecked {
+    /// Its kind's CRD is created by this plan.
+    CrdInBundle,
+    /// Its namespace is created by this plan.
+    NamespaceInBundle,
+}
+
+impl Unchecked {
+    fn note(&self) -> &'static str {
+        match self {
+            Unchecked::CrdInBundle => " (its CRD is in this bundle: not checked by the server)",
+            Unchecked::NamespaceInBundle => " (its namespace is created by this plan: not checked by the server)",
+        }
+    }
+}
+
+/// Namespaces the bundle creates.
+fn bundle_namespaces(objects: &[Arc<Manifest>]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .filter(|o| o.key.group.is_empty() && o.key.kind == "Namespace")
+        .map(|o| o.key.name.clone())
+        .collect()
+}
+
 /// Kinds whose CRD is in the bundle itself: `(group, kind)`.
 fn bundle_crds(objects: &[Arc<Manifest>]) -> BTreeSet<(String, String)> {
     objects
@@ -221,6 +247,7 @@ struct Report<'a> {
     live: &'a BTreeMap<ObjectKey, DynamicObject>,
     colors: Colors,
     crds_in_bundle: BTreeSet<(String, String)>,
+    namespaces_in_bundle: BTreeSet<String>,
 }
 
 impl<'a> Report<'a> {
@@ -239,19 +266,27 @@ impl<'a> Report<'a> {
                 on: args.output == PlanFormat::Text && !args.no_color && std::io::stdout().is_terminal(),
             },
             crds_in_bundle: bundle_crds(desired),
+            namespaces_in_bundle: bundle_namespaces(desired),
         }
     }
 
-    /// The server's answer to applying `m` (dry run); `Ok(None)` when the kind's CRD is only in
-    /// this bundle, so the server cannot judge it yet.
-    async fn dry_run(&self, m: &Manifest) -> Result<Option<Value>, ApplyError> {
+    /// The server's answer to applying `m` (dry run), or why the server cannot judge it yet
+    /// (its kind's CRD or its namespace is created by this same plan).
+    async fn dry_run(&self, m: &Manifest) -> Result<Result<Value, Unchecked>, ApplyError> {
+        let ns_missing = format!("namespaces \"{}\" not found", m.key.namespace);
         match self.cluster.apply_one(m, true, true).await {
-            Ok(o) => Ok(Some(serde_json::to_value(&o).unwrap_or_default())),
+            Ok(o) => Ok(Ok(serde_json::to_value(&o).unwrap_or_default())),
             Err(e)
                 if e.category == Category::UnknownKind
                     && self.crds_in_bundle.contains(&(m.key.group.clone(), m.key.kind.clone())) =>
             {
-                Ok(None)
+                Ok(Err(Unchecked::CrdInBundle))
+            }
+            Err(e)
+                if self.namespaces_in_bundle.contains(&m.key.namespace)
+                    && e.message.contains(&ns_missing) =>
+            {
+                Ok(Err(Unchecked::NamespaceInBundle))
             }
             Err(e) => Err(e),
         }
@@ -297,7 +332,7 @@ impl<'a> Report<'a> {
             };
             let answer = match action {
                 // A recreate's dry run would conflict with the object it replaces.
-                Action::Recreate => Ok(Some(body.value())),
+                Action::Recreate => Ok(Ok(body.value())),
                 _ => self.dry_run(&body).await,
             };
             let after = match answer {
@@ -311,17 +346,17 @@ impl<'a> Report<'a> {
             };
             match action {
                 Action::Create => {
-                    let note = if after.is_none() { " (its CRD is in this bundle: not checked by the server)" } else { "" };
+                    let note = after.as_ref().err().map_or("", Unchecked::note);
                     text.push_str(&self.colors.paint("32;1", &format!("+ create {key}{note}\n")));
                     if is_secret(&m.key) {
                         text.push_str(&format!("  {}\n", secret_changes(None, &m.value()).replace('\n', "\n  ")));
                     } else {
-                        self.body_lines(&mut text, &m.key, after.unwrap_or_else(|| m.value()), "+ ", "32");
+                        self.body_lines(&mut text, &m.key, after.unwrap_or_else(|_| m.value()), "+ ", "32");
                     }
                     creates.push(key);
                 }
                 _ => {
-                    let after = after.unwrap_or_else(|| body.value());
+                    let after = after.unwrap_or_else(|_| body.value());
                     let header = match action {
                         Action::HoldTemplate { rollout, .. } => format!(
                             "~ update {key} (pod template held: the new template goes out as a canary through Rollout {}/{rollout})\n",
