@@ -1,7 +1,7 @@
 //! `source`: repository settings → a commit and its tree, read straight from git objects (no
 //! work tree). Remote repositories are mirrored (bare) under a cache directory, one per URL, and
-//! fetched incrementally. Also: pushing, and a file watcher for local work trees (the inner dev
-//! loop).
+//! fetched incrementally. Also: the git rollback ([`rollback`]), pushing, and a file watcher for
+//! local work trees (the inner dev loop).
 //!
 //! libgit2 is blocking: async callers use [`blocking`] (or [`fetch_async`]), which run it on
 //! `spawn_blocking` with a timeout. Credentials go only to the configured host, SSH host keys
@@ -11,6 +11,7 @@
 mod known_hosts;
 mod redact;
 mod remote;
+pub mod rollback;
 mod watch;
 
 pub use known_hosts::{HostKeyError, KnownHosts, ParseError as KnownHostsError, fingerprint};
