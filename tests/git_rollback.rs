@@ -469,3 +469,44 @@ fn push_mode_redoes_the_rollback_when_the_branch_moved() {
         "the other commit kept"
     );
 }
+
+/// A pull request merged with a merge commit: the merge is what landed on the branch and is
+/// reverted against its first parent; the commits inside it are not reverted a second time.
+#[test]
+fn a_merged_pull_request_is_reverted_as_its_merge_commit() {
+    let r = remote();
+    let stable = r.git(&["rev-parse", "HEAD"]);
+    r.git(&["checkout", "-qb", "feature"]);
+    let write = |path: &str, content: String| std::fs::write(r.work().join(path), content).unwrap();
+    write(WEB, deployment("web", "web:2"));
+    r.git(&["commit", "-qam", "web: v2"]);
+    write(
+        WEB,
+        deployment("web", "web:2").replace("replicas: 2", "replicas: 4"),
+    );
+    r.git(&["commit", "-qam", "web: four replicas"]);
+    r.git(&["checkout", "-q", "main"]);
+    r.commit(&[(OTHER, configmap("2"))], &[], "other: v2");
+    r.git(&[
+        "merge",
+        "-q",
+        "--no-ff",
+        "-m",
+        "Merge pull request #7 from feature",
+        "feature",
+    ]);
+    r.git(&["push", "-q", "origin", "HEAD:main"]);
+    let merge = r.git(&["rev-parse", "HEAD"]);
+    let out = run(
+        &r.url(),
+        &none(),
+        &request(&stable, &merge, &[WEB], Mode::PullRequest),
+    );
+    assert_eq!(out.reverted, vec![Oid::from_str(&merge).unwrap()]);
+    assert!(!out.restore, "{out:?}");
+    let bare = r.bare();
+    assert_eq!(show(&bare, &out.branch, WEB), deployment("web", "web:1"));
+    assert_eq!(show(&bare, &out.branch, OTHER), configmap("2"));
+    let msg = git(&bare, &["log", "-1", "--format=%s", &out.branch]);
+    assert_eq!(msg, "Revert \"Merge pull request #7 from feature\"");
+}

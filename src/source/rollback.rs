@@ -10,7 +10,7 @@
 //! `Fledge-Rollback: <ns>/<rollout>@<failed sha>`; before building anything, the remote's
 //! rollback branch and tracked branch are searched for it, and a hit is returned as is.
 
-use super::{Mirror, RemoteOptions, SourceError, escape_control, remote};
+use super::{Mirror, RemoteOptions, SourceError, escape_control, redact_text, remote};
 use git2::{Commit, Oid, Repository, Signature, Tree};
 use std::collections::BTreeSet;
 
@@ -73,7 +73,7 @@ pub struct Outcome {
 pub enum Error {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{action}: {}", escape_control(.source.message()))]
+    #[error("{action}: {}", redact_text(.source.message(), &[]))]
     Git { action: String, source: git2::Error },
     #[error("no commit between {stable} and {failed} touched any of the files {paths:?}")]
     NothingToRevert {
@@ -267,10 +267,15 @@ struct Built {
     restore: bool,
 }
 
-/// The offending commits of `req`, newest first.
+/// The offending commits of `req`, newest first: on the first-parent line from the failed
+/// revision back to the stable one, those that changed a provenance file.
 pub fn offending_commits(repo: &Repository, req: &Request) -> Result<Vec<Oid>> {
     let mut walk = repo.revwalk().map_err(git("walking history"))?;
     walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
+        .map_err(git("walking history"))?;
+    // What landed on the branch: a merged pull request is its merge commit (reverted against
+    // its first parent), not the commits inside it as well.
+    walk.simplify_first_parent()
         .map_err(git("walking history"))?;
     walk.push(req.failed)
         .map_err(git(format!("reading the failed revision {}", req.failed)))?;
