@@ -510,3 +510,142 @@ fn a_merged_pull_request_is_reverted_as_its_merge_commit() {
     let msg = git(&bare, &["log", "-1", "--format=%s", &out.branch]);
     assert_eq!(msg, "Revert \"Merge pull request #7 from feature\"");
 }
+
+/// `git http-backend` behind a small HTTP server on loopback that demands `token` as the Basic
+/// password (401 otherwise), like a forge does; returns the port.
+fn token_http_server(root: &Path, token: &'static str) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let root = root.to_owned();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut headers = std::collections::HashMap::new();
+                loop {
+                    let mut l = String::new();
+                    reader.read_line(&mut l).unwrap();
+                    let l = l.trim_end();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                    }
+                }
+                let mut body = Vec::new();
+                if headers
+                    .get("transfer-encoding")
+                    .is_some_and(|v| v == "chunked")
+                {
+                    loop {
+                        let mut size = String::new();
+                        reader.read_line(&mut size).unwrap();
+                        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                        let mut chunk = vec![0; n + 2];
+                        reader.read_exact(&mut chunk).unwrap();
+                        body.extend_from_slice(&chunk[..n]);
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                } else if let Some(n) = headers.get("content-length") {
+                    body.resize(n.parse().unwrap(), 0);
+                    reader.read_exact(&mut body).unwrap();
+                }
+                use base64::Engine;
+                let want = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("x-access-token:{token}"))
+                );
+                if headers.get("authorization") != Some(&want) {
+                    let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    return;
+                }
+                let mut parts = request_line.split_whitespace();
+                let method = parts.next().unwrap().to_owned();
+                let target = parts.next().unwrap().to_owned();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let mut child = std::process::Command::new("git")
+                    .arg("http-backend")
+                    .env("GIT_PROJECT_ROOT", &root)
+                    .env("GIT_HTTP_EXPORT_ALL", "1")
+                    .env("REMOTE_USER", "x-access-token")
+                    .env("REQUEST_METHOD", &method)
+                    .env("PATH_INFO", path)
+                    .env("QUERY_STRING", query)
+                    .env(
+                        "CONTENT_TYPE",
+                        headers.get("content-type").cloned().unwrap_or_default(),
+                    )
+                    .env("CONTENT_LENGTH", body.len().to_string())
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child.stdin.take().unwrap().write_all(&body).unwrap();
+                let out = child.wait_with_output().unwrap();
+                let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n");
+                let (head, rest) = match split {
+                    Some(i) => (
+                        String::from_utf8_lossy(&out.stdout[..i]).into_owned(),
+                        &out.stdout[i + 4..],
+                    ),
+                    None => (String::new(), &out.stdout[..]),
+                };
+                let mut status = "200 OK".to_owned();
+                let mut response_headers = String::new();
+                for l in head.lines() {
+                    match l.strip_prefix("Status: ") {
+                        Some(s) => status = s.to_owned(),
+                        None => response_headers.push_str(&format!("{l}\r\n")),
+                    }
+                }
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        rest.len()
+                    )
+                    .as_bytes(),
+                );
+                let _ = stream.write_all(rest);
+            });
+        }
+    });
+    port
+}
+
+/// The same rollback pushed over token-authenticated smart HTTP (`git http-backend`): the token
+/// is the credential for fetch and push; a wrong token fails as an authentication error.
+#[test]
+fn the_rollback_is_pushed_over_http_with_a_token() {
+    let r = remote();
+    let stable = r.git(&["rev-parse", "HEAD"]);
+    let bad = r.commit(&[(WEB, deployment("web", "web:2"))], &[], "web: v2");
+    let port = token_http_server(r.dir.path(), "t0ken-s3cr3t");
+    let url = format!("http://127.0.0.1:{port}/remote.git");
+    let req = request(&stable, &bad, &[WEB], Mode::PullRequest);
+
+    let cache = tempfile::tempdir().unwrap();
+    let mirror = Mirror::open(cache.path(), &url).unwrap();
+    let wrong = RemoteOptions::new(Auth::Token("wrong".into()));
+    let err = rollback::rollback(&mirror, &wrong, &req).unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+
+    let opts = RemoteOptions::new(Auth::Token("t0ken-s3cr3t".into()));
+    let out = rollback::rollback(&mirror, &opts, &req).unwrap_or_else(|e| panic!("{e}"));
+    let bare = r.bare();
+    assert_eq!(
+        git(&bare, &["rev-parse", &out.branch]),
+        out.commit.to_string()
+    );
+    assert_eq!(show(&bare, &out.branch, WEB), deployment("web", "web:1"));
+    let again = rollback::rollback(&mirror, &opts, &req).unwrap();
+    assert!(again.already_existed && again.commit == out.commit);
+}
