@@ -8,7 +8,7 @@ use super::reconcile::SyncError;
 use crate::apply::Manifest;
 use crate::crd::{ConfigRepo, ConfigRepoSpec};
 use crate::render::{FsTree, RenderErrors, RenderOptions, Scopes};
-use crate::source::{self, Auth, GitTree, Mirror};
+use crate::source::{self, Auth, GitTree, Mirror, RemoteOptions};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use std::path::{Path, PathBuf};
@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 /// render's errors.
 pub type Rendered = Arc<Result<Vec<Arc<Manifest>>, RenderErrors>>;
 
-/// Longest a fetch and render may take before the reconcile gives up on it.
-pub const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest a fetch and render may take before the reconcile gives up on it (the git
+/// operation's own deadline, [`source::DEFAULT_TIMEOUT`], comes first).
+pub const GIT_TIMEOUT: Duration = Duration::from_secs(150);
 /// How long discovered scopes are trusted.
 const SCOPES_TTL: Duration = Duration::from_secs(120);
 
@@ -75,12 +76,13 @@ pub fn jitter() -> f64 {
 }
 
 impl Agent {
-    /// The repo's git credentials, from its Secret. The Secret must live in the agent's
-    /// namespace (or one allowed by `--secret-namespaces`): a ConfigRepo is cluster-scoped, and
-    /// whoever may create one must not read every Secret of the cluster through the agent.
-    async fn auth(&self, spec: &ConfigRepoSpec) -> Result<Auth, SyncError> {
+    /// How to talk to the repo's remote: credentials and SSH host keys (`known_hosts`) from its
+    /// Secret, and the git timeout. The Secret must live in the agent's namespace (or one
+    /// allowed by `--secret-namespaces`): a ConfigRepo is cluster-scoped, and whoever may create
+    /// one must not read every Secret of the cluster through the agent.
+    async fn remote_options(&self, spec: &ConfigRepoSpec) -> Result<RemoteOptions, SyncError> {
         let Some(r) = &spec.secret_ref else {
-            return Ok(Auth::None);
+            return Ok(RemoteOptions::new(Auth::None).with_timeout(source::DEFAULT_TIMEOUT));
         };
         let ns = r
             .namespace
@@ -107,24 +109,31 @@ impl Agent {
             data.get(k)
                 .map(|v| String::from_utf8_lossy(&v.0).into_owned())
         };
-        if let Some(key) = &r.key {
-            return get(key).map(Auth::Token).ok_or_else(|| {
+        let auth = if let Some(key) = &r.key {
+            get(key).map(Auth::Token).ok_or_else(|| {
                 SyncError::Credentials(format!("Secret {ns}/{} has no key {key}", r.name))
-            });
-        }
-        if let Some(t) = get("token").or_else(|| get("password")) {
-            return Ok(Auth::Token(t));
-        }
-        if let Some(k) = get("identity").or_else(|| get("ssh-privatekey")) {
-            return Ok(Auth::SshKey {
+            })?
+        } else if let Some(t) = get("token").or_else(|| get("password")) {
+            Auth::Token(t)
+        } else if let Some(k) = get("identity").or_else(|| get("ssh-privatekey")) {
+            Auth::SshKey {
                 private_key: k,
                 passphrase: get("passphrase"),
-            });
+            }
+        } else {
+            return Err(SyncError::Credentials(format!(
+                "Secret {ns}/{} has neither token nor identity",
+                r.name
+            )));
+        };
+        let opts = RemoteOptions::new(auth).with_timeout(source::DEFAULT_TIMEOUT);
+        // SSH remotes are refused without known_hosts: a host key must be checked.
+        match get("known_hosts") {
+            Some(text) => opts.with_known_hosts(&text).map_err(|e| {
+                SyncError::Credentials(format!("Secret {ns}/{}: known_hosts: {e}", r.name))
+            }),
+            None => Ok(opts),
         }
-        Err(SyncError::Credentials(format!(
-            "Secret {ns}/{} has neither token nor identity",
-            r.name
-        )))
     }
 
     /// The cluster's kind scopes (cached for a while). A discovery error is an error: rendering
@@ -166,7 +175,11 @@ impl Agent {
         let due = force_fetch
             || cache.spec.as_ref() != Some(&spec)
             || cache.fetched_at.is_none_or(|t| t.elapsed() >= interval);
-        let auth = if due { Some(self.auth(&spec).await) } else { None };
+        let remote = if due {
+            Some(self.remote_options(&spec).await)
+        } else {
+            None
+        };
         let previous = cache
             .desired
             .clone()
@@ -195,8 +208,8 @@ impl Agent {
                 failures: 0,
             };
             let mirror = Mirror::open(&cache_dir, &url).map_err(fetch_err)?;
-            if let Some(auth) = auth {
-                mirror.fetch(&auth?).map_err(fetch_err)?;
+            if let Some(remote) = remote {
+                mirror.fetch_with(&remote?).map_err(fetch_err)?;
             }
             let commit = mirror.resolve(&branch).map_err(fetch_err)?;
             let commit_s = commit.to_string();
@@ -211,22 +224,18 @@ impl Agent {
             let r = compact(crate::render::render(&tree, &path, &opts));
             Ok((commit_s, Some(Arc::new(r))))
         };
-        let joined = tokio::time::timeout(GIT_TIMEOUT, tokio::task::spawn_blocking(work)).await;
-        let result = match joined {
-            Err(_) => Err(SyncError::Fetch {
-                message: format!(
-                    "fetching and rendering took longer than {}s",
-                    GIT_TIMEOUT.as_secs()
-                ),
-                reason: source::Reason::Network,
+        let result = match source::blocking(GIT_TIMEOUT, work).await {
+            Err(e @ source::BlockingError::TimedOut(_)) => Err(SyncError::Fetch {
+                message: format!("fetching and rendering: {e}"),
+                reason: source::Reason::Timeout,
                 failures: 0,
             }),
-            Ok(Err(e)) => Err(SyncError::Fetch {
-                message: format!("the fetch task failed: {e}"),
+            Err(e) => Err(SyncError::Fetch {
+                message: e.to_string(),
                 reason: source::Reason::Other,
                 failures: 0,
             }),
-            Ok(Ok(r)) => r,
+            Ok(r) => r,
         };
         cache.spec = Some(spec);
         let out = match result {

@@ -55,6 +55,8 @@ impl Agent {
                         source::Reason::Auth => "auth",
                         source::Reason::NotFound => "not_found",
                         source::Reason::Network => "network",
+                        source::Reason::Timeout => "timeout",
+                        source::Reason::HostKey => "host_key",
                         _ => "other",
                     };
                     self.metrics
