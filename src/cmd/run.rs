@@ -107,15 +107,7 @@ pub async fn run_cmd(
     });
     let lease = args
         .leader_election
-        .then(|| -> anyhow::Result<LeaseConfig> {
-            Ok(LeaseConfig {
-                namespace: args.namespace.clone(),
-                name: "fledge-leader".into(),
-                identity: identity.clone(),
-                duration: fledge::duration::parse(&args.lease_duration)
-                    .context("--lease-duration")?,
-            })
-        })
+        .then(|| lease_config(&args, &identity))
         .transpose()?;
     let opts = AgentOptions {
         namespace: args.namespace.clone(),
@@ -139,11 +131,42 @@ pub async fn run_cmd(
         ready: ready.clone(),
     };
     let server = tokio::spawn(server::serve(listener, probes));
-    let agent = controller::Agent::new(client, opts, metrics);
+    let lease = opts.lease.clone();
+    let agent = controller::Agent::new(client.clone(), opts, metrics);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = controller::run(agent, ready) => {}
         r = server => { r??; }
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+    }
+    // The agent's future is dropped: its worker and its lease loop are aborted, so nothing
+    // writes any more. Giving the Lease up lets a standby take over at its next attempt
+    // instead of after the lease duration.
+    if let Some(lease) = lease {
+        match tokio::time::timeout(lease.renew_deadline, lease.release(client)).await {
+            Ok(Ok(true)) => tracing::info!(lease = %lease.name, "released the leader Lease"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the leader Lease"),
+            Err(_) => tracing::warn!("could not release the leader Lease in time"),
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Leader election settings from the flags; the renew deadline and retry period default to
+/// 2/3 and 2/15 of the lease duration (10 s and 2 s for 15 s).
+fn lease_config(args: &RunArgs, identity: &str) -> anyhow::Result<LeaseConfig> {
+    let duration = fledge::duration::parse(&args.lease_duration).context("--lease-duration")?;
+    let mut cfg = LeaseConfig::with_duration(&args.namespace, "fledge-leader", identity, duration);
+    if let Some(d) = &args.renew_deadline {
+        cfg.renew_deadline = fledge::duration::parse(d).context("--renew-deadline")?;
+    }
+    if let Some(d) = &args.retry_period {
+        cfg.retry_period = fledge::duration::parse(d).context("--retry-period")?;
+    }
+    cfg.validate()
+        .context("--lease-duration, --renew-deadline and --retry-period")?;
+    Ok(cfg)
 }
