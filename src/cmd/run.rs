@@ -15,6 +15,17 @@ pub async fn run_cmd(
     args: RunArgs,
     kubeconfig: Option<&std::path::Path>,
 ) -> anyhow::Result<std::process::ExitCode> {
+    // Leader election settings are checked before anything touches the cluster.
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "fledge".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease = args
+        .leader_election
+        .then(|| lease_config(&args, &identity))
+        .transpose()?;
     let client = crate::kube_client(kubeconfig).await?;
     client
         .apiserver_version()
@@ -99,16 +110,6 @@ pub async fn run_cmd(
             .map_err(|e| anyhow::anyhow!("creating ConfigRepo {name}: {}", kube_message(&e)))?;
         tracing::info!(repo = %name, url = %fledge::source::redact(&url), path = %args.path, "ConfigRepo configured");
     }
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "fledge".into());
-        format!("{host}-{}", std::process::id())
-    });
-    let lease = args
-        .leader_election
-        .then(|| lease_config(&args, &identity))
-        .transpose()?;
     let opts = AgentOptions {
         namespace: args.namespace.clone(),
         cache_dir: args
@@ -169,4 +170,45 @@ fn lease_config(args: &RunArgs, identity: &str) -> anyhow::Result<LeaseConfig> {
     cfg.validate()
         .context("--lease-duration, --renew-deadline and --retry-period")?;
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_config;
+    use clap::Parser;
+    use fledge::cli::{Cli, Command};
+    use std::time::Duration;
+
+    fn lease(flags: &[&str]) -> anyhow::Result<fledge::controller::LeaseConfig> {
+        let cli = Cli::try_parse_from([&["fledge", "run"], flags].concat())?;
+        let Command::Run(args) = cli.command else {
+            anyhow::bail!("not `fledge run`");
+        };
+        lease_config(&args, "me")
+    }
+
+    #[test]
+    fn lease_flags_default_in_proportion_and_refuse_a_deadline_not_shorter_than_the_lease() {
+        let d = lease(&[]).unwrap();
+        let secs = |s| Duration::from_secs(s);
+        assert_eq!(
+            (d.duration, d.renew_deadline, d.retry_period),
+            (secs(15), secs(10), secs(2))
+        );
+        let d = lease(&["--lease-duration=30s"]).unwrap();
+        assert_eq!((d.renew_deadline, d.retry_period), (secs(20), secs(4)));
+        let d = lease(&["--renew-deadline=12s", "--retry-period=1s"]).unwrap();
+        assert_eq!((d.renew_deadline, d.retry_period), (secs(12), secs(1)));
+        for bad in [
+            &["--renew-deadline=15s"][..],
+            &["--lease-duration=5s", "--renew-deadline=10s"],
+            &["--retry-period=10s"],
+        ] {
+            let err = lease(bad).expect_err("refused");
+            assert!(
+                format!("{err:#}").contains("--renew-deadline"),
+                "{bad:?}: {err:#}"
+            );
+        }
+    }
 }

@@ -386,7 +386,7 @@ pub(crate) async fn elect<S: LeaseStore>(store: S, cfg: LeaseConfig, tx: watch::
                 publish(&tx, &identity, false, "the Lease is held by another agent");
             }
             Some(Err(err)) => {
-                tracing::warn!(error = %err, "lease renewal failed");
+                tracing::warn!(error = %err, "lease attempt failed");
                 if e.leading_until().is_some_and(|d| Instant::now() >= d) {
                     e.renewed_at = None;
                     publish(&tx, &identity, false, "renew deadline passed");
@@ -398,7 +398,7 @@ pub(crate) async fn elect<S: LeaseStore>(store: S, cfg: LeaseConfig, tx: watch::
                     &tx,
                     &identity,
                     false,
-                    "renew deadline passed with a call pending",
+                    "renew deadline passed before a renewal completed",
                 );
             }
         }
