@@ -483,8 +483,8 @@ struct InProcess {
 impl InProcess {
     fn start(client: kube::Client, agent_ns: &str, repo: &str, identity: &str) -> InProcess {
         let lease = LeaseConfig {
-            duration: Duration::from_secs(8),
-            renew_deadline: Duration::from_secs(5),
+            duration: Duration::from_secs(10),
+            renew_deadline: Duration::from_secs(6),
             retry_period: Duration::from_secs(1),
             ..LeaseConfig::new(agent_ns, "fledge-leader", identity)
         };
@@ -602,7 +602,7 @@ async fn a_leader_whose_api_calls_hang_stands_down_before_the_standby_takes_over
     );
     eprintln!(
         "partitioned leader: stood down after {:?}, the standby took over after \
-         {b_took_over:?} (lease 8s, renew deadline 5s, retry 1s)",
+         {b_took_over:?} (lease 10s, renew deadline 6s, retry 1s)",
         a_stood_down.map(|(t, _)| t)
     );
     eventually("agent-b to lead", Duration::from_secs(30), || async {
