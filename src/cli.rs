@@ -221,6 +221,14 @@ pub struct RunArgs {
     /// How long a leader's Lease lasts without renewal before another replica takes over.
     #[arg(long, default_value = "15s")]
     pub lease_duration: String,
+    /// How long the leader keeps writing without renewing its Lease; shorter than
+    /// --lease-duration (default: 2/3 of it, 10s for 15s).
+    #[arg(long, value_name = "DURATION")]
+    pub renew_deadline: Option<String>,
+    /// Time between attempts to acquire or renew the Lease; shorter than --renew-deadline
+    /// (default: 2/15 of --lease-duration, 2s for 15s).
+    #[arg(long, value_name = "DURATION")]
+    pub retry_period: Option<String>,
     /// Identity in the Lease (default: host name and process id).
     #[arg(long)]
     pub identity: Option<String>,

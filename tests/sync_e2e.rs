@@ -487,12 +487,12 @@ async fn two_agents_one_leader_and_the_standby_takes_over() {
         ("cm.yaml", cm_file("shared", "one")),
     ]);
     let lease = |who: &str| {
-        Some(LeaseConfig {
-            namespace: agent_ns.name.clone(),
-            name: format!("lease-{id}"),
-            identity: who.into(),
-            duration: Duration::from_secs(4),
-        })
+        Some(LeaseConfig::with_duration(
+            &agent_ns.name,
+            &format!("lease-{id}"),
+            who,
+            Duration::from_secs(4),
+        ))
     };
     let selector = format!("fledge.test/agent={id}");
     let a = start_agent(&env, &agent_ns.name, &selector, lease("agent-a")).await;
