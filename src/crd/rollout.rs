@@ -22,9 +22,8 @@ use serde::{Deserialize, Serialize};
     status = "RolloutStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.stepProgress"}"#,
-    printcolumn = r#"{"name":"Set","type":"integer","description":"Canary weight asked for","jsonPath":".status.setWeight"}"#,
-    printcolumn = r#"{"name":"Actual","type":"integer","description":"Canary weight the router achieved","jsonPath":".status.actualWeight"}"#,
-    printcolumn = r#"{"name":"Score","type":"number","jsonPath":".status.lastScore"}"#,
+    printcolumn = r#"{"name":"Weight","type":"string","description":"Canary weight, set/actual (percent)","jsonPath":".status.weight"}"#,
+    printcolumn = r#"{"name":"Score","type":"number","description":"Score of the newest analysis","jsonPath":".status.lastScore","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason","priority":1}"#,
     printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".status.stableRevision","priority":1}"#,
     printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.canaryRevision","priority":1}"#,
@@ -399,6 +398,9 @@ pub struct RolloutStatus {
     /// Canary weight the traffic router reports it achieved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_weight: Option<i32>,
+    /// Canary weight as `set/actual` percent (e.g. `10/8`), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<String>,
     /// Baseline weight asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_baseline_weight: Option<i32>,

@@ -309,6 +309,10 @@ pub(super) fn record_observed(st: &mut RolloutStatus, cx: &Cx) {
     st.set_baseline_weight = set.map(|s| s.1);
     st.actual_weight = actual.map(|a| a.canary);
     st.actual_baseline_weight = actual.map(|a| a.baseline);
+    st.weight = st.set_weight.map(|s| match st.actual_weight {
+        Some(a) => format!("{s}/{a}"),
+        None => format!("{s}/?"),
+    });
     st.step_progress = match (st.phase, st.current_step) {
         (Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Aborted, Some(i)) if n > 0 => {
             Some(format!("{}/{n}", usize::try_from(i).unwrap_or(0).saturating_add(1).min(n)))

@@ -425,6 +425,7 @@ fn the_replicas_router_scales_pods_and_never_sets_weights() {
     let d = step(&spec, &d.status, &o, at(10));
     assert_eq!(d.status.current_step, Some(1), "10% step settled with one pod each");
     assert_eq!((d.status.set_weight, d.status.actual_weight), (Some(10), Some(8)));
+    assert_eq!(d.status.weight.as_deref(), Some("10/8"), "the Weight column");
     assert!(!d.actions.iter().any(|a| matches!(a, Action::SetWeight { .. })));
 }
 
