@@ -3,7 +3,7 @@
 //! repeating a pass after a crash asks for the same things again, and nothing twice once it is
 //! done (an action is only asked for while the observation differs).
 
-use super::machine::{Cx, StepKind, parse_time};
+use super::context::{Cx, StepKind, parse_time};
 use super::replicas;
 use super::types::*;
 use crate::crd::{PauseReason, Phase, RolloutStatus, TeardownCause};
@@ -28,23 +28,23 @@ pub(super) struct Desired {
 
 /// Weights and pods for a rollout in flight at its current step.
 pub(super) fn desired(st: &RolloutStatus, cx: &Cx) -> Desired {
-    let i = st.current_step.and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
-    let upto = cx.steps.iter().take(i.saturating_add(1));
-    let step_weight = upto
-        .clone()
-        .filter_map(|s| match s {
+    let i = st
+        .current_step
+        .and_then(|i| usize::try_from(i).ok())
+        .unwrap_or(0);
+    let upto = || cx.steps.iter().take(i.saturating_add(1)).rev();
+    let step_weight = upto()
+        .find_map(|s| match s {
             StepKind::Weight(w) => Some(*w),
             _ => None,
         })
-        .last()
         .unwrap_or(0);
-    let scale = upto
-        .filter_map(|s| match s {
-            StepKind::Scale(sc) => Some(*sc),
-            _ => None,
-        })
-        .last();
-    let exposed = !(st.phase == Phase::Paused && st.pause_reason == Some(PauseReason::Inconclusive));
+    let scale = upto().find_map(|s| match s {
+        StepKind::Scale(sc) => Some(*sc),
+        _ => None,
+    });
+    let exposed =
+        !(st.phase == Phase::Paused && st.pause_reason == Some(PauseReason::Inconclusive));
     let w = if exposed { step_weight } else { 0 };
     let r = cx.replicas;
     let baseline = cx.spec.baseline;
@@ -85,22 +85,36 @@ fn baseline_hash(st: &RolloutStatus, cx: &Cx) -> String {
 }
 
 fn ready(w: Option<&WorkloadObs>, hash: Option<&str>, pods: i32) -> bool {
-    w.is_some_and(|w| w.template_hash.as_deref() == hash && w.replicas == pods && w.ready_replicas >= pods)
+    w.is_some_and(|w| {
+        w.template_hash.as_deref() == hash && w.replicas == pods && w.ready_replicas >= pods
+    })
 }
 
 /// The current step's workloads run at their size and the router reports the asked weights.
 pub(super) fn settled(st: &RolloutStatus, cx: &Cx) -> bool {
     let d = desired(st, cx);
-    let canary_ok = ready(cx.obs.canary.as_ref(), st.canary_template_hash.as_deref(), d.canary_pods);
+    let canary_ok = ready(
+        cx.obs.canary.as_ref(),
+        st.canary_template_hash.as_deref(),
+        d.canary_pods,
+    );
     let baseline_ok = if cx.spec.baseline {
-        ready(cx.obs.baseline.as_ref(), Some(&baseline_hash(st, cx)), d.baseline_pods)
+        ready(
+            cx.obs.baseline.as_ref(),
+            Some(&baseline_hash(st, cx)),
+            d.baseline_pods,
+        )
     } else {
         cx.obs.baseline.is_none()
     };
     let traffic_ok = match cx.router {
         Router::Replicas => true,
         Router::Mesh => {
-            cx.obs.router == Some(RouterObs { canary: d.canary_weight, baseline: d.baseline_weight })
+            cx.obs.router
+                == Some(RouterObs {
+                    canary: d.canary_weight,
+                    baseline: d.baseline_weight,
+                })
         }
     };
     canary_ok && baseline_ok && traffic_ok
@@ -157,19 +171,29 @@ fn ensure(
 }
 
 fn in_flight(st: &RolloutStatus, cx: &Cx, out: &mut Vec<Action>) {
-    let Some(h) = cx.handoff.filter(|h| Some(&h.template_hash) == st.canary_template_hash.as_ref())
+    let Some(h) = cx
+        .handoff
+        .filter(|h| Some(&h.template_hash) == st.canary_template_hash.as_ref())
     else {
         return;
     };
     let d = desired(st, cx);
-    let lowering = cx.obs.router.is_some_and(|r| {
-        d.canary_weight <= r.canary && d.baseline_weight <= r.baseline
-    });
+    let lowering = cx
+        .obs
+        .router
+        .is_some_and(|r| d.canary_weight <= r.canary && d.baseline_weight <= r.baseline);
     let weights = || {
         if cx.router == Router::Mesh
-            && cx.obs.router != Some(RouterObs { canary: d.canary_weight, baseline: d.baseline_weight })
+            && cx.obs.router
+                != Some(RouterObs {
+                    canary: d.canary_weight,
+                    baseline: d.baseline_weight,
+                })
         {
-            Some(Action::SetWeight { canary: d.canary_weight, baseline: d.baseline_weight })
+            Some(Action::SetWeight {
+                canary: d.canary_weight,
+                baseline: d.baseline_weight,
+            })
         } else {
             None
         }
@@ -178,24 +202,54 @@ fn in_flight(st: &RolloutStatus, cx: &Cx, out: &mut Vec<Action>) {
     if lowering {
         out.extend(weights());
     }
-    ensure(out, cx, Track::Canary, &h.template, &h.template_hash, d.canary_pods);
+    ensure(
+        out,
+        cx,
+        Track::Canary,
+        &h.template,
+        &h.template_hash,
+        d.canary_pods,
+    );
     if cx.spec.baseline {
         if let Some(t) = &cx.obs.stable.template {
-            ensure(out, cx, Track::Baseline, t, &baseline_hash(st, cx), d.baseline_pods);
+            ensure(
+                out,
+                cx,
+                Track::Baseline,
+                t,
+                &baseline_hash(st, cx),
+                d.baseline_pods,
+            );
         }
     } else if cx.obs.baseline.is_some() && cx.obs.router.is_some_and(|r| r.baseline == 0) {
-        out.push(Action::DeleteWorkload { track: Track::Baseline });
+        out.push(Action::DeleteWorkload {
+            track: Track::Baseline,
+        });
     }
-    let pods_ready = ready(cx.obs.canary.as_ref(), Some(&h.template_hash), d.canary_pods)
-        && (!cx.spec.baseline
-            || ready(cx.obs.baseline.as_ref(), Some(&baseline_hash(st, cx)), d.baseline_pods));
+    let pods_ready = ready(
+        cx.obs.canary.as_ref(),
+        Some(&h.template_hash),
+        d.canary_pods,
+    ) && (!cx.spec.baseline
+        || ready(
+            cx.obs.baseline.as_ref(),
+            Some(&baseline_hash(st, cx)),
+            d.baseline_pods,
+        ));
     if !lowering && pods_ready {
         out.extend(weights());
     }
     if st.phase == Phase::Progressing
         && let Some(run) = &st.analysis
-        && let (Some(start), Some(end)) = (parse_time(run.start.as_deref()), parse_time(run.end.as_deref()))
-        && !cx.obs.analysis.as_ref().is_some_and(|a| a.run_id == run.run_id && a.result.is_some())
+        && let (Some(start), Some(end)) = (
+            parse_time(run.start.as_deref()),
+            parse_time(run.end.as_deref()),
+        )
+        && !cx
+            .obs
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.run_id == run.run_id && a.result.is_some())
         && let Some(StepKind::Analysis { spec, .. }) =
             usize::try_from(run.step).ok().and_then(|i| cx.steps.get(i))
     {
@@ -216,7 +270,10 @@ fn promote(st: &RolloutStatus, cx: &Cx, out: &mut Vec<Action>) {
     if cx.obs.stable.template_hash.as_ref() == st.canary_template_hash.as_ref() {
         return; // applied; waiting for it to be available
     }
-    if let Some(h) = cx.handoff.filter(|h| Some(&h.template_hash) == st.canary_template_hash.as_ref()) {
+    if let Some(h) = cx
+        .handoff
+        .filter(|h| Some(&h.template_hash) == st.canary_template_hash.as_ref())
+    {
         out.push(Action::PromoteStable {
             template: h.template.clone(),
             template_hash: h.template_hash.clone(),
@@ -227,10 +284,13 @@ fn promote(st: &RolloutStatus, cx: &Cx, out: &mut Vec<Action>) {
 
 /// All traffic to stable first; canary and baseline removed once none reaches them.
 fn teardown(cx: &Cx, out: &mut Vec<Action>) {
-    let present: Vec<(Track, &WorkloadObs)> = [(Track::Canary, &cx.obs.canary), (Track::Baseline, &cx.obs.baseline)]
-        .into_iter()
-        .filter_map(|(t, w)| w.as_ref().map(|w| (t, w)))
-        .collect();
+    let present: Vec<(Track, &WorkloadObs)> = [
+        (Track::Canary, &cx.obs.canary),
+        (Track::Baseline, &cx.obs.baseline),
+    ]
+    .into_iter()
+    .filter_map(|(t, w)| w.as_ref().map(|w| (t, w)))
+    .collect();
     if present.is_empty() {
         return;
     }
@@ -238,15 +298,23 @@ fn teardown(cx: &Cx, out: &mut Vec<Action>) {
         Router::Replicas => {
             for (track, w) in &present {
                 if w.replicas != 0 {
-                    out.push(Action::ScaleWorkload { track: *track, replicas: 0 });
+                    out.push(Action::ScaleWorkload {
+                        track: *track,
+                        replicas: 0,
+                    });
                 }
             }
-            present.iter().all(|(_, w)| w.replicas == 0 && w.ready_replicas == 0)
+            present
+                .iter()
+                .all(|(_, w)| w.replicas == 0 && w.ready_replicas == 0)
         }
         Router::Mesh => {
             let off = cx.obs.router == Some(RouterObs::default());
             if !off {
-                out.push(Action::SetWeight { canary: 0, baseline: 0 });
+                out.push(Action::SetWeight {
+                    canary: 0,
+                    baseline: 0,
+                });
             }
             off
         }
@@ -268,13 +336,26 @@ fn git_rollback(st: &RolloutStatus, cx: &Cx, out: &mut Vec<Action>) {
         return;
     };
     // Git moved on already (a new template): that is rolled out instead, nothing to revert.
-    let Some(h) = cx.handoff.filter(|h| &h.template_hash == failed_hash) else { return };
-    if cx.obs.git_rollback.as_ref().is_some_and(|g| &g.failed_revision == failed_rev) {
+    let Some(h) = cx.handoff.filter(|h| &h.template_hash == failed_hash) else {
+        return;
+    };
+    if cx
+        .obs
+        .git_rollback
+        .as_ref()
+        .is_some_and(|g| &g.failed_revision == failed_rev)
+    {
         return;
     }
     let verdict = match td.cause {
-        TeardownCause::AnalysisFailed => st.analyses.iter().rev().find_map(FailedVerdict::from_analysis),
-        TeardownCause::ProgressDeadlineExceeded => Some(FailedVerdict::progress_deadline_exceeded()),
+        TeardownCause::AnalysisFailed => st
+            .analyses
+            .iter()
+            .rev()
+            .find_map(FailedVerdict::from_analysis),
+        TeardownCause::ProgressDeadlineExceeded => {
+            Some(FailedVerdict::progress_deadline_exceeded())
+        }
         TeardownCause::Aborted => Some(FailedVerdict::aborted()),
         TeardownCause::Superseded | TeardownCause::RevertedInGit => None,
     };
@@ -314,8 +395,13 @@ pub(super) fn record_observed(st: &mut RolloutStatus, cx: &Cx) {
         None => format!("{s}/?"),
     });
     st.step_progress = match (st.phase, st.current_step) {
-        (Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Aborted, Some(i)) if n > 0 => {
-            Some(format!("{}/{n}", usize::try_from(i).unwrap_or(0).saturating_add(1).min(n)))
+        (Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Aborted, Some(i))
+            if n > 0 =>
+        {
+            Some(format!(
+                "{}/{n}",
+                usize::try_from(i).unwrap_or(0).saturating_add(1).min(n)
+            ))
         }
         _ => None,
     };
@@ -328,7 +414,11 @@ pub(super) fn record_observed(st: &mut RolloutStatus, cx: &Cx) {
 }
 
 fn message(st: &RolloutStatus) -> String {
-    let rev = |r: &Option<String>| r.as_deref().map(|r| r.get(..7).unwrap_or(r).to_owned()).unwrap_or_else(|| "?".into());
+    let rev = |r: &Option<String>| {
+        r.as_deref()
+            .map(|r| r.get(..7).unwrap_or(r).to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
     match st.phase {
         Phase::Healthy => format!("stable {}", rev(&st.stable_revision)),
         Phase::Progressing | Phase::Paused => {

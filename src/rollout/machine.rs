@@ -12,24 +12,21 @@
 //!                         (superseded: restart)
 //! ```
 
-use super::actions::{self, Router};
+use super::RESYNC;
+use super::actions;
+use super::context::{Cx, StepKind, add, fmt_time, parse_time, short, steps_hash, validate};
+use super::gate::{analysis_step, retry_analysis};
 use super::request::{Request, Verb};
 use super::types::*;
-use super::{MAX_AUTO_RETRIES, RESYNC, RETRY_BACKOFF_MAX, RETRY_BACKOFF_START};
 use crate::crd::{
-    AnalysisRunStatus, AnalysisStep, PauseReason, Phase, RolloutHandoff, RolloutSpec,
-    RolloutStatus, SetCanaryScaleStep, Teardown, TeardownCause, VerdictOutcome,
+    PauseReason, Phase, RolloutHandoff, RolloutSpec, RolloutStatus, Teardown, TeardownCause,
 };
 use jiff::Timestamp;
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// Transitions made at most in one pass (each one changes the phase or the step, so a pass
 /// converges long before; the bound only guards against a bug looping).
 const MAX_TRANSITIONS: usize = 64;
-
-/// Most analysis summaries kept in the status.
-const MAX_ANALYSES: usize = 16;
 
 /// A rollout's progress: `(attempt, phase order, current step)`. It never decreases, whatever
 /// happens (tests check it after every pass, crashes included).
@@ -47,118 +44,13 @@ pub fn progress(st: &RolloutStatus) -> Progress {
     (st.attempt, rank, st.current_step.unwrap_or(-1))
 }
 
-/// A validated step.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum StepKind<'a> {
-    Weight(i32),
-    Scale(&'a SetCanaryScaleStep),
-    Pause(Option<Duration>),
-    Analysis {
-        spec: &'a AnalysisStep,
-        warmup: Duration,
-        duration: Duration,
-    },
-}
-
-/// Everything a pass reads, validated once.
-pub(super) struct Cx<'a> {
-    pub spec: &'a RolloutSpec,
-    pub obs: &'a Observations,
-    pub now: Timestamp,
-    pub steps: Vec<StepKind<'a>>,
-    pub steps_hash: String,
-    pub router: Router,
-    pub deadline: Duration,
-    pub handoff: Option<&'a RolloutHandoff>,
-    /// Replicas git asks for (else the stable Deployment's).
-    pub replicas: i32,
-}
-
-fn parse_duration(field: &str, s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| format!("{field}: {e}"))
-}
-
-fn validate<'a>(spec: &'a RolloutSpec) -> Result<(Vec<StepKind<'a>>, Router, Duration), String> {
-    let router = match (&spec.traffic.replicas, &spec.traffic.istio, &spec.traffic.gateway_api) {
-        (Some(_), None, None) => Router::Replicas,
-        (None, Some(_), None) | (None, None, Some(_)) => Router::Mesh,
-        _ => return Err("traffic: set exactly one of replicas, istio, gatewayAPI".into()),
-    };
-    let deadline = parse_duration("progressDeadline", &spec.progress_deadline)?;
-    let mut steps = Vec::with_capacity(spec.steps.len());
-    for (i, s) in spec.steps.iter().enumerate() {
-        let set = [s.set_weight.is_some(), s.set_canary_scale.is_some(), s.pause.is_some(), s.analysis.is_some()];
-        if set.iter().filter(|b| **b).count() != 1 {
-            return Err(format!("steps[{i}]: set exactly one of setWeight, setCanaryScale, pause, analysis"));
-        }
-        steps.push(if let Some(w) = s.set_weight {
-            if !(0..=100).contains(&w) {
-                return Err(format!("steps[{i}].setWeight: {w} is not 0-100"));
-            }
-            StepKind::Weight(w)
-        } else if let Some(sc) = &s.set_canary_scale {
-            if router == Router::Replicas {
-                return Err(format!(
-                    "steps[{i}].setCanaryScale: not with the replicas router (the pod count is the weight)"
-                ));
-            }
-            let n = [sc.replicas.is_some(), sc.weight.is_some(), sc.match_traffic_weight.is_some()];
-            if n.iter().filter(|b| **b).count() != 1 {
-                return Err(format!("steps[{i}].setCanaryScale: set exactly one field"));
-            }
-            StepKind::Scale(sc)
-        } else if let Some(p) = &s.pause {
-            let d = p.duration.as_deref().map(|d| parse_duration(&format!("steps[{i}].pause.duration"), d)).transpose()?;
-            StepKind::Pause(d)
-        } else if let Some(a) = &s.analysis {
-            let warmup = a.warmup.as_deref().map(|d| parse_duration(&format!("steps[{i}].analysis.warmup"), d)).transpose()?;
-            StepKind::Analysis {
-                spec: a,
-                warmup: warmup.unwrap_or_default(),
-                duration: parse_duration(&format!("steps[{i}].analysis.duration"), &a.duration)?,
-            }
-        } else {
-            return Err(format!("steps[{i}]: empty"));
-        });
-    }
-    Ok((steps, router, deadline))
-}
-
-fn steps_hash(spec: &RolloutSpec) -> String {
-    let bytes = serde_json::to_vec(&spec.steps).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// An RFC 3339 time with whole seconds, as stored in the status.
-pub(super) fn fmt_time(t: Timestamp) -> String {
-    Timestamp::from_second(t.as_second()).unwrap_or(t).to_string()
-}
-
-pub(super) fn parse_time(s: Option<&str>) -> Option<Timestamp> {
-    s.and_then(|s| s.parse::<Timestamp>().ok())
-}
-
-pub(super) fn add(t: Timestamp, d: Duration) -> Timestamp {
-    jiff::SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
-}
-
-/// Wait before automatic retry number `n + 1`.
-pub(super) fn backoff(n: u32) -> Duration {
-    RETRY_BACKOFF_START
-        .saturating_mul(1u32 << n.min(16))
-        .min(RETRY_BACKOFF_MAX)
-}
-
-fn short(rev: &str) -> &str {
-    rev.get(..12).unwrap_or(rev)
-}
-
 /// One pass of the rollout engine. Pure: same inputs, same decision.
-pub fn step(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observations, now: Timestamp) -> Decision {
+pub fn step(
+    spec: &RolloutSpec,
+    status: &RolloutStatus,
+    obs: &Observations,
+    now: Timestamp,
+) -> Decision {
     let mut st = status.clone();
     if obs.generation.is_some() {
         st.observed_generation = obs.generation;
@@ -168,7 +60,11 @@ pub fn step(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observations, now:
         Err(e) => {
             // Hold everything as it is; an invalid spec moves nothing.
             st.reason = Some(format!("invalid spec: {e}"));
-            return Decision { status: st, actions: Vec::new(), requeue_after: None };
+            return Decision {
+                status: st,
+                actions: Vec::new(),
+                requeue_after: None,
+            };
         }
     };
     let handoff = status.handoff.as_ref();
@@ -181,7 +77,10 @@ pub fn step(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observations, now:
         router,
         deadline,
         handoff,
-        replicas: handoff.and_then(|h| h.replicas).unwrap_or(obs.stable.replicas).max(0),
+        replicas: handoff
+            .and_then(|h| h.replicas)
+            .unwrap_or(obs.stable.replicas)
+            .max(0),
     };
     adopt_stable(&mut st, &cx);
     handle_request(&mut st, &cx);
@@ -193,7 +92,11 @@ pub fn step(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observations, now:
     actions::record_observed(&mut st, &cx);
     let actions = actions::derive(&st, &cx);
     let requeue_after = requeue_after(&st, &cx);
-    Decision { status: st, actions, requeue_after }
+    Decision {
+        status: st,
+        actions,
+        requeue_after,
+    }
 }
 
 /// While nothing is in flight, the stable hash follows the live Deployment.
@@ -217,7 +120,9 @@ fn in_flight(st: &RolloutStatus) -> bool {
 }
 
 fn handle_request(st: &mut RolloutStatus, cx: &Cx) {
-    let Some(raw) = cx.obs.request.as_deref() else { return };
+    let Some(raw) = cx.obs.request.as_deref() else {
+        return;
+    };
     if st.handled_request.as_deref() == Some(raw) {
         return;
     }
@@ -230,7 +135,8 @@ fn handle_request(st: &mut RolloutStatus, cx: &Cx) {
             return;
         }
     };
-    let paused_for = |st: &RolloutStatus, r| st.phase == Phase::Paused && st.pause_reason == Some(r);
+    let paused_for =
+        |st: &RolloutStatus, r| st.phase == Phase::Paused && st.pause_reason == Some(r);
     let awaiting_judgement =
         paused_for(st, PauseReason::Inconclusive) || paused_for(st, PauseReason::Marginal);
     let at_pause_step = paused_for(st, PauseReason::PauseStep);
@@ -245,7 +151,11 @@ fn handle_request(st: &mut RolloutStatus, cx: &Cx) {
             false
         }
         Verb::Abort if in_flight(st) => {
-            begin_teardown(st, TeardownCause::Aborted, format!("aborted by request {req}"));
+            begin_teardown(
+                st,
+                TeardownCause::Aborted,
+                format!("aborted by request {req}"),
+            );
             false
         }
         Verb::Retry if awaiting_judgement => {
@@ -288,7 +198,10 @@ fn handle_request(st: &mut RolloutStatus, cx: &Cx) {
         } else {
             ""
         };
-        st.reason = Some(format!("request {req} ignored in phase {:?}{hint}", st.phase));
+        st.reason = Some(format!(
+            "request {req} ignored in phase {:?}{hint}",
+            st.phase
+        ));
     }
 }
 
@@ -367,7 +280,7 @@ fn go_promoting(st: &mut RolloutStatus, cx: &Cx) {
     st.step_started_at = Some(fmt_time(cx.now));
 }
 
-fn next_step(st: &mut RolloutStatus, cx: &Cx) {
+pub(super) fn next_step(st: &mut RolloutStatus, cx: &Cx) {
     let next = st.current_step.unwrap_or(0).saturating_add(1);
     if usize::try_from(next).map_or(true, |n| n >= cx.steps.len()) {
         go_promoting(st, cx);
@@ -381,13 +294,15 @@ fn next_step(st: &mut RolloutStatus, cx: &Cx) {
     st.reason = None;
 }
 
-fn begin_teardown(st: &mut RolloutStatus, cause: TeardownCause, message: String) {
+pub(super) fn begin_teardown(st: &mut RolloutStatus, cause: TeardownCause, message: String) {
     st.phase = Phase::Aborted;
     st.pause_reason = None;
     st.analysis = None;
     if matches!(
         cause,
-        TeardownCause::AnalysisFailed | TeardownCause::ProgressDeadlineExceeded | TeardownCause::Aborted
+        TeardownCause::AnalysisFailed
+            | TeardownCause::ProgressDeadlineExceeded
+            | TeardownCause::Aborted
     ) {
         st.failed_template_hash = st.canary_template_hash.clone();
         st.failed_revision = st.canary_revision.clone();
@@ -417,12 +332,19 @@ fn interrupted(st: &mut RolloutStatus, cx: &Cx) -> bool {
     let Some(h) = cx.handoff else { return false };
     if Some(&h.template_hash) != st.canary_template_hash.as_ref() {
         if Some(&h.template_hash) == st.stable_template_hash.as_ref() {
-            begin_teardown(st, TeardownCause::RevertedInGit, "git is back on the stable template".into());
+            begin_teardown(
+                st,
+                TeardownCause::RevertedInGit,
+                "git is back on the stable template".into(),
+            );
         } else {
             begin_teardown(
                 st,
                 TeardownCause::Superseded,
-                format!("superseded by revision {}: restarting from the new template", short(&h.revision)),
+                format!(
+                    "superseded by revision {}: restarting from the new template",
+                    short(&h.revision)
+                ),
             );
         }
         return true;
@@ -448,8 +370,16 @@ fn progressing(st: &mut RolloutStatus, cx: &Cx) -> bool {
         }
         return true;
     }
-    if cx.obs.canary.as_ref().is_some_and(|c| c.progress_deadline_exceeded) {
-        let msg = format!("canary not available within progressDeadline {}", cx.spec.progress_deadline);
+    if cx
+        .obs
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.progress_deadline_exceeded)
+    {
+        let msg = format!(
+            "canary not available within progressDeadline {}",
+            cx.spec.progress_deadline
+        );
         begin_teardown(st, TeardownCause::ProgressDeadlineExceeded, msg);
         return true;
     }
@@ -457,7 +387,11 @@ fn progressing(st: &mut RolloutStatus, cx: &Cx) -> bool {
         return false;
     }
     let i = st.current_step.unwrap_or(0);
-    let Some(kind) = usize::try_from(i).ok().and_then(|i| cx.steps.get(i)).copied() else {
+    let Some(kind) = usize::try_from(i)
+        .ok()
+        .and_then(|i| cx.steps.get(i))
+        .copied()
+    else {
         go_promoting(st, cx);
         return true;
     };
@@ -489,139 +423,12 @@ fn progressing(st: &mut RolloutStatus, cx: &Cx) -> bool {
             }
             false
         }
-        StepKind::Analysis { spec, warmup, duration } => analysis_step(st, cx, i, spec, warmup, duration),
+        StepKind::Analysis {
+            spec,
+            warmup,
+            duration,
+        } => analysis_step(st, cx, i, spec, warmup, duration),
     }
-}
-
-fn analysis_step(
-    st: &mut RolloutStatus,
-    cx: &Cx,
-    i: i32,
-    spec: &AnalysisStep,
-    warmup: Duration,
-    duration: Duration,
-) -> bool {
-    match st.pause_reason {
-        Some(PauseReason::Marginal) => return false,
-        Some(PauseReason::Inconclusive) => {
-            let Some(run) = &st.analysis else { return false };
-            let due = parse_time(run.retry_at.as_deref()).is_some_and(|t| cx.now >= t);
-            if run.retries < MAX_AUTO_RETRIES && due && cx.obs.metrics_backend == BackendHealth::Up {
-                retry_analysis(st, cx, false);
-                return true;
-            }
-            return false;
-        }
-        _ => {}
-    }
-    let prefix = format!("{}-{i}-", st.attempt);
-    let Some(run) = st.analysis.as_mut().filter(|r| r.step == i && r.run_id.starts_with(&prefix)) else {
-        st.analysis = Some(AnalysisRunStatus {
-            run_id: format!("{prefix}0"),
-            step: i,
-            template: spec.template.clone(),
-            ..Default::default()
-        });
-        return true;
-    };
-    if run.start.is_none() {
-        // The window opens once the canary (and baseline) serve at this step's weight.
-        if !actions::settled(st, cx) {
-            return false;
-        }
-        let start = add(cx.now, warmup);
-        if let Some(run) = st.analysis.as_mut() {
-            run.start = Some(fmt_time(start));
-            run.end = Some(fmt_time(add(start, duration)));
-        }
-        return true;
-    }
-    let Some(obs) = cx.obs.analysis.as_ref().filter(|a| a.run_id == run.run_id) else { return false };
-    let Some(result) = &obs.result else { return false };
-    let run_id = run.run_id.clone();
-    let summary = match result {
-        AnalysisResult::Verdict(v) => summarize(i, &spec.template, &run_id, v),
-        AnalysisResult::Unavailable { reason } => crate::crd::AnalysisSummary {
-            step: i,
-            template: spec.template.clone(),
-            run_id: run_id.clone(),
-            verdict: VerdictOutcome::Inconclusive,
-            score: 0.0,
-            reason: format!("analysis unavailable: {reason}"),
-            metrics: Vec::new(),
-        },
-    };
-    let reason = summary.reason.clone();
-    st.last_score = Some(summary.score);
-    st.analyses.retain(|a| a.run_id != run_id);
-    st.analyses.push(summary.clone());
-    if st.analyses.len() > MAX_ANALYSES {
-        st.analyses.remove(0);
-    }
-    match summary.verdict {
-        VerdictOutcome::Pass => next_step(st, cx),
-        VerdictOutcome::Marginal => {
-            st.phase = Phase::Paused;
-            st.pause_reason = Some(PauseReason::Marginal);
-            st.reason = Some(format!(
-                "analysis marginal (score {:.0}): {reason}; promote or abort",
-                summary.score
-            ));
-        }
-        VerdictOutcome::Fail => {
-            begin_teardown(st, TeardownCause::AnalysisFailed, format!("analysis failed: {reason}"))
-        }
-        VerdictOutcome::Inconclusive => inconclusive(st, cx, &reason),
-    }
-    true
-}
-
-fn inconclusive(st: &mut RolloutStatus, cx: &Cx, reason: &str) {
-    st.phase = Phase::Paused;
-    st.pause_reason = Some(PauseReason::Inconclusive);
-    let next = match st.analysis.as_mut() {
-        Some(run) if run.retries < MAX_AUTO_RETRIES => {
-            let at = fmt_time(add(cx.now, backoff(run.retries)));
-            run.retry_at = Some(at.clone());
-            format!("automatic retry {}/{MAX_AUTO_RETRIES} at {at} once metrics answer", run.retries + 1)
-        }
-        Some(run) => {
-            run.retry_at = None;
-            "automatic retries used up; `fledge retry` to run it again".into()
-        }
-        None => "`fledge retry` to run it again".into(),
-    };
-    st.reason = Some(format!("analysis inconclusive ({reason}): traffic on stable, no rollback; {next}"));
-}
-
-/// Runs the current analysis step again with a new run (weights come back first).
-fn retry_analysis(st: &mut RolloutStatus, cx: &Cx, manual: bool) {
-    let i = st.current_step.unwrap_or(0);
-    let prev = st.analysis.take();
-    let tries = prev
-        .as_ref()
-        .and_then(|r| r.run_id.rsplit('-').next())
-        .and_then(|n| n.parse::<u32>().ok())
-        .map_or(0, |n| n.saturating_add(1));
-    let retries = match (&prev, manual) {
-        (Some(r), false) => r.retries.saturating_add(1),
-        _ => 0,
-    };
-    let template = match usize::try_from(i).ok().and_then(|i| cx.steps.get(i)) {
-        Some(StepKind::Analysis { spec, .. }) => spec.template.clone(),
-        _ => prev.map(|r| r.template).unwrap_or_default(),
-    };
-    st.analysis = Some(AnalysisRunStatus {
-        run_id: format!("{}-{i}-{tries}", st.attempt),
-        step: i,
-        template,
-        retries,
-        ..Default::default()
-    });
-    st.phase = Phase::Progressing;
-    st.pause_reason = None;
-    st.reason = None;
-    st.step_started_at = Some(fmt_time(cx.now));
 }
 
 fn promoting(st: &mut RolloutStatus, cx: &Cx) -> bool {
@@ -640,7 +447,12 @@ fn promoting(st: &mut RolloutStatus, cx: &Cx) -> bool {
         return interrupted(st, cx);
     }
     if cx.obs.canary.is_none() && cx.obs.baseline.is_none() {
-        let rev = st.stable_revision.as_deref().map(short).unwrap_or("?").to_owned();
+        let rev = st
+            .stable_revision
+            .as_deref()
+            .map(short)
+            .unwrap_or("?")
+            .to_owned();
         to_healthy(st, Some(format!("promoted {rev}")));
         return true;
     }
@@ -676,7 +488,9 @@ fn requeue_after(st: &RolloutStatus, cx: &Cx) -> Option<Duration> {
     let mut until = |t: Option<Timestamp>| {
         if let Some(t) = t {
             let d = cx.now.duration_until(t);
-            let d = Duration::try_from(d).unwrap_or_default().max(Duration::from_secs(1));
+            let d = Duration::try_from(d)
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
             next = next.min(d);
         }
     };

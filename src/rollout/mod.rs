@@ -43,6 +43,8 @@
 //!   rollback; the hash is not tried again until git changes the template (or `retry`).
 
 mod actions;
+mod context;
+mod gate;
 mod machine;
 pub mod replicas;
 mod request;
@@ -54,6 +56,8 @@ mod sim;
 mod sim_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_flows;
 
 pub use machine::{Progress, progress, step};
 pub use request::{Request, RequestError, Verb};

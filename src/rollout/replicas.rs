@@ -135,7 +135,13 @@ mod tests {
         assert_eq!(achieved(10, 1, 1).canary, 8);
         // 33 % → as many canary and baseline pods as stable.
         assert_eq!(canary_pods(10, 33, true), 10);
-        assert_eq!(achieved(10, 10, 10), RouterObs { canary: 33, baseline: 33 });
+        assert_eq!(
+            achieved(10, 10, 10),
+            RouterObs {
+                canary: 33,
+                baseline: 33
+            }
+        );
         // Without a baseline, 50 % is one canary pod per stable pod.
         assert_eq!(canary_pods(4, 50, false), 4);
         assert_eq!(mesh_weights(10, true), (10, 10));

@@ -69,7 +69,8 @@ impl Request {
     /// Parses `<verb>@<nonce>`.
     pub fn parse(value: &str) -> Result<Request, RequestError> {
         let (verb, nonce) = value.split_once('@').ok_or(RequestError::Shape)?;
-        let verb = Verb::parse(verb).ok_or_else(|| RequestError::Verb(verb.escape_debug().to_string()))?;
+        let verb =
+            Verb::parse(verb).ok_or_else(|| RequestError::Verb(verb.escape_debug().to_string()))?;
         let nonce_ok = !nonce.is_empty()
             && nonce.len() <= 63
             && nonce

@@ -111,7 +111,9 @@ steps:
         spec.traffic = TrafficSpec {
             replicas: None,
             istio: None,
-            gateway_api: Some(GatewayApiTraffic { http_route: "web".into() }),
+            gateway_api: Some(GatewayApiTraffic {
+                http_route: "web".into(),
+            }),
         };
     }
     spec
@@ -123,7 +125,11 @@ fn verdict(s: Scripted) -> AnalysisResult {
         Scripted::Marginal => (Outcome::Marginal, 80.0),
         Scripted::Fail => (Outcome::Fail, 0.0),
         Scripted::Inconclusive => (Outcome::Inconclusive, 0.0),
-        Scripted::Unavailable => return AnalysisResult::Unavailable { reason: "prometheus unreachable".into() },
+        Scripted::Unavailable => {
+            return AnalysisResult::Unavailable {
+                reason: "prometheus unreachable".into(),
+            };
+        }
     };
     AnalysisResult::Verdict(Verdict {
         outcome,
@@ -138,12 +144,20 @@ fn verdict(s: Scripted) -> AnalysisResult {
 impl World {
     pub fn new(routing: Routing, script: Vec<Scripted>) -> World {
         let (t1, h1) = template("v1");
-        let status = RolloutStatus { handoff: Some(handoff("v2")), ..Default::default() };
+        let status = RolloutStatus {
+            handoff: Some(handoff("v2")),
+            ..Default::default()
+        };
         World {
             routing,
             now: Timestamp::from_second(1_800_000_000).expect("time"),
             status,
-            stable: Deploy { hash: h1, template: t1, replicas: 10, ready: 10 },
+            stable: Deploy {
+                hash: h1,
+                template: t1,
+                replicas: 10,
+                ready: 10,
+            },
             stable_available: true,
             canary: None,
             baseline: None,
@@ -164,7 +178,7 @@ impl World {
 
     /// Time passes: pods become ready, the router catches up, stable finishes rolling.
     fn tick(&mut self) {
-        self.now = self.now + jiff::SignedDuration::from_secs(TICK);
+        self.now += jiff::SignedDuration::from_secs(TICK);
         for d in [&mut self.canary, &mut self.baseline].into_iter().flatten() {
             d.ready = d.replicas;
         }
@@ -193,12 +207,18 @@ impl World {
         let analysis = self.status.analysis.as_ref().and_then(|run| {
             self.analyses.get(&run.run_id).map(|(end, s)| AnalysisObs {
                 run_id: run.run_id.clone(),
-                samples: u32::try_from((self.now.as_second() - (end.as_second() - 600)).max(0) / 30).unwrap_or(0),
+                samples: u32::try_from(
+                    (self.now.as_second() - (end.as_second() - 600)).max(0) / 30,
+                )
+                .unwrap_or(0),
                 result: (self.now >= *end).then(|| verdict(*s)),
             })
         });
         let git_rollback = self.status.failed_revision.as_ref().and_then(|rev| {
-            self.prs.get(rev).map(|url| GitRollbackObs { failed_revision: rev.clone(), pull_request: Some(url.clone()) })
+            self.prs.get(rev).map(|url| GitRollbackObs {
+                failed_revision: rev.clone(),
+                pull_request: Some(url.clone()),
+            })
         });
         Observations {
             namespace: "shop".into(),
@@ -224,12 +244,25 @@ impl World {
     fn traffic_on(&self, track: Track) -> bool {
         match self.routing {
             Routing::Replicas => {
-                let d = if track == Track::Canary { &self.canary } else { &self.baseline };
+                let d = if track == Track::Canary {
+                    &self.canary
+                } else {
+                    &self.baseline
+                };
                 d.as_ref().is_some_and(|d| d.ready > 0)
             }
             Routing::Mesh => {
-                let w = if track == Track::Canary { self.weights_live.canary } else { self.weights_live.baseline };
-                w > 0 || (if track == Track::Canary { self.weights_set.canary } else { self.weights_set.baseline }) > 0
+                let w = if track == Track::Canary {
+                    self.weights_live.canary
+                } else {
+                    self.weights_live.baseline
+                };
+                w > 0
+                    || (if track == Track::Canary {
+                        self.weights_set.canary
+                    } else {
+                        self.weights_set.baseline
+                    }) > 0
             }
         }
     }
@@ -237,7 +270,13 @@ impl World {
     fn execute(&mut self, a: &Action) {
         let name = |t: Track| t.as_str();
         match a {
-            Action::EnsureWorkload { track, template, template_hash, replicas, .. } => {
+            Action::EnsureWorkload {
+                track,
+                template,
+                template_hash,
+                replicas,
+                ..
+            } => {
                 let slot = match track {
                     Track::Canary => &mut self.canary,
                     Track::Baseline => &mut self.baseline,
@@ -255,7 +294,12 @@ impl World {
                     }
                     d.replicas = *replicas;
                 } else {
-                    *slot = Some(Deploy { hash: template_hash.clone(), template: template.clone(), replicas: *replicas, ready: 0 });
+                    *slot = Some(Deploy {
+                        hash: template_hash.clone(),
+                        template: template.clone(),
+                        replicas: *replicas,
+                        ready: 0,
+                    });
                     *self.counters.creates.entry(name(*track)).or_default() += 1;
                 }
             }
@@ -275,7 +319,8 @@ impl World {
             }
             Action::DeleteWorkload { track } => {
                 if self.traffic_on(*track) {
-                    self.violations.push(format!("{} deleted while it had traffic", name(*track)));
+                    self.violations
+                        .push(format!("{} deleted while it had traffic", name(*track)));
                 }
                 let slot = match track {
                     Track::Canary => &mut self.canary,
@@ -291,20 +336,29 @@ impl World {
             }
             Action::SetWeight { canary, baseline } => {
                 if self.routing == Routing::Replicas {
-                    self.violations.push("SetWeight with the replicas router".into());
+                    self.violations
+                        .push("SetWeight with the replicas router".into());
                 }
-                let new = RouterObs { canary: *canary, baseline: *baseline };
+                let new = RouterObs {
+                    canary: *canary,
+                    baseline: *baseline,
+                };
                 if new != self.weights_set {
                     self.counters.weight_changes += 1;
                     if (new.canary > 0 && self.canary.as_ref().is_none_or(|d| d.ready == 0))
                         || (new.baseline > 0 && self.baseline.as_ref().is_none_or(|d| d.ready == 0))
                     {
-                        self.violations.push(format!("weight {new:?} sent to a track without ready pods"));
+                        self.violations
+                            .push(format!("weight {new:?} sent to a track without ready pods"));
                     }
                 }
                 self.weights_set = new;
             }
-            Action::PromoteStable { template, template_hash, .. } => {
+            Action::PromoteStable {
+                template,
+                template_hash,
+                ..
+            } => {
                 if self.stable.hash != *template_hash {
                     self.stable.hash = template_hash.clone();
                     self.stable.template = template.clone();
@@ -314,17 +368,29 @@ impl World {
             }
             Action::RunAnalysis(req) => {
                 if !self.analyses.contains_key(&req.run_id) {
-                    let s = if self.script.is_empty() { Scripted::Pass } else { self.script.remove(0) };
+                    let s = if self.script.is_empty() {
+                        Scripted::Pass
+                    } else {
+                        self.script.remove(0)
+                    };
                     self.analyses.insert(req.run_id.clone(), (req.end, s));
                     self.counters.analyses_started += 1;
                 }
             }
             Action::RequestGitRollback(f) => {
-                if !matches!(f.verdict.cause(), FailureCause::AnalysisFailed(_) | FailureCause::Aborted | FailureCause::ProgressDeadlineExceeded) {
+                if !matches!(
+                    f.verdict.cause(),
+                    FailureCause::AnalysisFailed(_)
+                        | FailureCause::Aborted
+                        | FailureCause::ProgressDeadlineExceeded
+                ) {
                     self.violations.push("rollback without a failure".into());
                 }
                 if !self.prs.contains_key(&f.failed_revision) {
-                    self.prs.insert(f.failed_revision.clone(), format!("https://forge/pr/{}", self.prs.len() + 1));
+                    self.prs.insert(
+                        f.failed_revision.clone(),
+                        format!("https://forge/pr/{}", self.prs.len() + 1),
+                    );
                     self.counters.rollbacks_opened += 1;
                 }
             }
@@ -336,16 +402,21 @@ impl World {
         if let Some(last) = self.progress.last()
             && p < *last
         {
-            self.violations.push(format!("status went backwards: {last:?} -> {p:?}"));
+            self.violations
+                .push(format!("status went backwards: {last:?} -> {p:?}"));
         }
         self.progress.push(p);
         if st.phase == Phase::Paused
             && st.pause_reason == Some(PauseReason::PauseStep)
             && let (Some(i), Some(t)) = (st.current_step, &st.step_started_at)
         {
-            let prev = self.pause_starts.entry((st.attempt, i)).or_insert_with(|| t.clone());
+            let prev = self
+                .pause_starts
+                .entry((st.attempt, i))
+                .or_insert_with(|| t.clone());
             if prev.as_str() != t.as_str() {
-                self.violations.push(format!("pause start of step {i} moved: {prev} -> {t}"));
+                self.violations
+                    .push(format!("pause start of step {i} moved: {prev} -> {t}"));
             }
         }
         self.status = st;
@@ -389,9 +460,12 @@ impl World {
     }
 }
 
+/// When a scripted event happens: the first time the persisted status satisfies it.
+pub type Condition = fn(&RolloutStatus) -> bool;
+
 /// A scripted operator and git: things that happen to the world when a condition first holds.
 pub struct Script {
-    pub triggers: Vec<(fn(&RolloutStatus) -> bool, Trigger)>,
+    pub triggers: Vec<(Condition, Trigger)>,
 }
 
 #[derive(Clone)]
@@ -401,7 +475,13 @@ pub enum Trigger {
 }
 
 /// Runs to quiescence (or `max_ticks`), crashing once at `crash`.
-pub fn run(spec: &RolloutSpec, mut world: World, script: &Script, crash: Option<(usize, bool)>, max_ticks: usize) -> World {
+pub fn run(
+    spec: &RolloutSpec,
+    mut world: World,
+    script: &Script,
+    crash: Option<(usize, bool)>,
+    max_ticks: usize,
+) -> World {
     let mut fired = vec![false; script.triggers.len()];
     let mut quiet = 0;
     for _ in 0..max_ticks {

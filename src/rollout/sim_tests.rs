@@ -9,7 +9,9 @@ use crate::crd::{PauseReason, Phase, RolloutStatus};
 const MAX_TICKS: usize = 3000;
 
 fn at_gate(s: &RolloutStatus) -> bool {
-    s.phase == Phase::Paused && s.pause_reason == Some(PauseReason::PauseStep) && s.current_step == Some(5)
+    s.phase == Phase::Paused
+        && s.pause_reason == Some(PauseReason::PauseStep)
+        && s.current_step == Some(5)
 }
 fn at_marginal(s: &RolloutStatus) -> bool {
     s.phase == Phase::Paused && s.pause_reason == Some(PauseReason::Marginal)
@@ -34,7 +36,9 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "promote",
             verdicts: vec![Scripted::Pass, Scripted::Pass],
-            script: Script { triggers: vec![(at_gate, Trigger::Request("promote@1"))] },
+            script: Script {
+                triggers: vec![(at_gate, Trigger::Request("promote@1"))],
+            },
             phase: Phase::Healthy,
             stable: "hash-v2",
             canaries: 1,
@@ -54,7 +58,9 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "manual abort while paused",
             verdicts: vec![Scripted::Pass, Scripted::Pass],
-            script: Script { triggers: vec![(at_gate, Trigger::Request("abort@1"))] },
+            script: Script {
+                triggers: vec![(at_gate, Trigger::Request("abort@1"))],
+            },
             phase: Phase::RollbackPending,
             stable: "hash-v1",
             canaries: 1,
@@ -63,8 +69,15 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "inconclusive then retried",
-            verdicts: vec![Scripted::Pass, Scripted::Inconclusive, Scripted::Unavailable, Scripted::Pass],
-            script: Script { triggers: vec![(at_gate, Trigger::Request("promote@1"))] },
+            verdicts: vec![
+                Scripted::Pass,
+                Scripted::Inconclusive,
+                Scripted::Unavailable,
+                Scripted::Pass,
+            ],
+            script: Script {
+                triggers: vec![(at_gate, Trigger::Request("promote@1"))],
+            },
             phase: Phase::Healthy,
             stable: "hash-v2",
             canaries: 1,
@@ -106,15 +119,41 @@ fn scenarios() -> Vec<Scenario> {
 
 fn check_end(name: &str, w: &World, s: &Scenario) {
     assert!(w.violations.is_empty(), "{name}: {:?}", w.violations);
-    assert_eq!(w.status.phase, s.phase, "{name}: phase ({:?})", w.status.reason);
+    assert_eq!(
+        w.status.phase, s.phase,
+        "{name}: phase ({:?})",
+        w.status.reason
+    );
     assert_eq!(w.stable.hash, s.stable, "{name}: stable template");
-    assert!(w.canary.is_none() && w.baseline.is_none(), "{name}: orphaned workload");
-    assert_eq!(w.counters.creates.get("canary").copied().unwrap_or(0), s.canaries, "{name}: canaries");
-    assert_eq!(w.counters.creates.get("baseline").copied().unwrap_or(0), s.canaries, "{name}: baselines");
-    assert_eq!(w.counters.deletes.get("canary").copied().unwrap_or(0), s.canaries, "{name}");
+    assert!(
+        w.canary.is_none() && w.baseline.is_none(),
+        "{name}: orphaned workload"
+    );
+    assert_eq!(
+        w.counters.creates.get("canary").copied().unwrap_or(0),
+        s.canaries,
+        "{name}: canaries"
+    );
+    assert_eq!(
+        w.counters.creates.get("baseline").copied().unwrap_or(0),
+        s.canaries,
+        "{name}: baselines"
+    );
+    assert_eq!(
+        w.counters.deletes.get("canary").copied().unwrap_or(0),
+        s.canaries,
+        "{name}"
+    );
     assert_eq!(w.counters.promotions, s.promotions, "{name}: promotions");
-    assert_eq!(w.counters.rollbacks_opened, s.rollbacks, "{name}: git rollbacks");
-    assert_eq!(w.weights_set, super::RouterObs::default(), "{name}: traffic back on stable");
+    assert_eq!(
+        w.counters.rollbacks_opened, s.rollbacks,
+        "{name}: git rollbacks"
+    );
+    assert_eq!(
+        w.weights_set,
+        super::RouterObs::default(),
+        "{name}: traffic back on stable"
+    );
 }
 
 #[test]
@@ -122,7 +161,13 @@ fn scenarios_end_where_they_should_without_crashes() {
     for routing in [Routing::Replicas, Routing::Mesh] {
         for s in scenarios() {
             let spec = six_steps(routing);
-            let w = run(&spec, World::new(routing, s.verdicts.clone()), &s.script, None, MAX_TICKS);
+            let w = run(
+                &spec,
+                World::new(routing, s.verdicts.clone()),
+                &s.script,
+                None,
+                MAX_TICKS,
+            );
             check_end(&format!("{} ({routing:?})", s.name), &w, &s);
         }
     }
@@ -134,18 +179,42 @@ fn crash_before_and_after_every_action_changes_nothing() {
     for routing in [Routing::Replicas, Routing::Mesh] {
         for s in scenarios() {
             let spec = six_steps(routing);
-            let clean = run(&spec, World::new(routing, s.verdicts.clone()), &s.script, None, MAX_TICKS);
+            let clean = run(
+                &spec,
+                World::new(routing, s.verdicts.clone()),
+                &s.script,
+                None,
+                MAX_TICKS,
+            );
             let name = format!("{} ({routing:?})", s.name);
             check_end(&name, &clean, &s);
             for k in 0..clean.events {
                 for after in [false, true] {
-                    let w = run(&spec, World::new(routing, s.verdicts.clone()), &s.script, Some((k, after)), MAX_TICKS);
-                    let at = format!("{name}, crash {} event {k}", if after { "after" } else { "before" });
+                    let w = run(
+                        &spec,
+                        World::new(routing, s.verdicts.clone()),
+                        &s.script,
+                        Some((k, after)),
+                        MAX_TICKS,
+                    );
+                    let at = format!(
+                        "{name}, crash {} event {k}",
+                        if after { "after" } else { "before" }
+                    );
                     check_end(&at, &w, &s);
-                    assert_eq!(w.counters, clean.counters, "{at}: side effects differ from the uncrashed run");
+                    assert_eq!(
+                        w.counters, clean.counters,
+                        "{at}: side effects differ from the uncrashed run"
+                    );
                     assert_eq!(w.prs, clean.prs, "{at}");
-                    assert_eq!(w.status.failed_template_hash, clean.status.failed_template_hash, "{at}");
-                    assert_eq!(w.status.stable_template_hash, clean.status.stable_template_hash, "{at}");
+                    assert_eq!(
+                        w.status.failed_template_hash, clean.status.failed_template_hash,
+                        "{at}"
+                    );
+                    assert_eq!(
+                        w.status.stable_template_hash, clean.status.stable_template_hash,
+                        "{at}"
+                    );
                     crash_points += 1;
                 }
             }
