@@ -83,11 +83,17 @@ pub fn step(
             .max(0),
     };
     adopt_stable(&mut st, &cx);
-    handle_request(&mut st, &cx);
+    let ignored = handle_request(&mut st, &cx);
     for _ in 0..MAX_TRANSITIONS {
         if !advance(&mut st, &cx) {
             break;
         }
+    }
+    if let Some(note) = ignored {
+        st.reason = Some(match st.reason.take() {
+            Some(r) => format!("{r}; {note}"),
+            None => note,
+        });
     }
     actions::record_observed(&mut st, &cx);
     let actions = actions::derive(&st, &cx);
@@ -119,21 +125,18 @@ fn in_flight(st: &RolloutStatus) -> bool {
     matches!(st.phase, Phase::Progressing | Phase::Paused)
 }
 
-fn handle_request(st: &mut RolloutStatus, cx: &Cx) {
-    let Some(raw) = cx.obs.request.as_deref() else {
-        return;
-    };
+/// Acts on a new request; returns a note when it was ignored (added to `reason` after the
+/// transitions of this pass, so that it is not overwritten by them).
+fn handle_request(st: &mut RolloutStatus, cx: &Cx) -> Option<String> {
+    let raw = cx.obs.request.as_deref()?;
     if st.handled_request.as_deref() == Some(raw) {
-        return;
+        return None;
     }
     // Recorded first: whatever follows, this value is never acted on again.
     st.handled_request = Some(raw.to_owned());
     let req = match Request::parse(raw) {
         Ok(r) => r,
-        Err(e) => {
-            st.reason = Some(format!("request {raw:?} ignored: {e}"));
-            return;
-        }
+        Err(e) => return Some(format!("request {raw:?} ignored: {e}")),
     };
     let paused_for =
         |st: &RolloutStatus, r| st.phase == Phase::Paused && st.pause_reason == Some(r);
@@ -198,11 +201,12 @@ fn handle_request(st: &mut RolloutStatus, cx: &Cx) {
         } else {
             ""
         };
-        st.reason = Some(format!(
+        return Some(format!(
             "request {req} ignored in phase {:?}{hint}",
             st.phase
         ));
     }
+    None
 }
 
 /// Makes at most one transition; `true` if it did.

@@ -379,3 +379,140 @@ proptest! {
         }
     }
 }
+
+/// Every request verb in every phase: what it does, or that it is ignored (and recorded).
+#[test]
+fn every_request_in_every_phase() {
+    use PauseReason as R;
+    use Phase as P;
+    type Case = (&'static str, RolloutSpec, RolloutStatus, Observations);
+    let mut cases: Vec<Case> = Vec::new();
+    let (spec, st, o) = at_step(0);
+    cases.push(("progressing", spec.clone(), st.clone(), o.clone()));
+    let mut paused = o.clone();
+    paused.request = Some("pause@p".into());
+    cases.push((
+        "manual pause",
+        spec,
+        step(&six_steps(Routing::Mesh), &st, &paused, t0()).status,
+        paused,
+    ));
+    let (spec, st, o) = at_step(5);
+    let gate = step(&spec, &st, &o, t0()).status;
+    cases.push(("pause step", spec.clone(), gate.clone(), o.clone()));
+    let mut promote = o.clone();
+    promote.request = Some("promote@p".into());
+    cases.push((
+        "promoting",
+        spec,
+        step(&six_steps(Routing::Mesh), &gate, &promote, t0()).status,
+        promote,
+    ));
+    for (name, v) in [
+        ("marginal", Outcome::Marginal),
+        ("inconclusive", Outcome::Inconclusive),
+        ("aborted", Outcome::Fail),
+    ] {
+        let (spec, _, o, d) = judged(verdict(v, 50.0));
+        cases.push((name, spec, d.status, o));
+    }
+    let (spec, _, mut o, d) = judged(verdict(Outcome::Fail, 0.0));
+    o.canary = None;
+    o.baseline = None;
+    o.router = Some(RouterObs::default());
+    let rolled = step(&spec, &d.status, &o, t0()).status;
+    cases.push(("rolled back", spec.clone(), rolled.clone(), o.clone()));
+    o.git_rollback = rolled.failed_revision.clone().map(|r| GitRollbackObs {
+        failed_revision: r,
+        pull_request: Some("u".into()),
+    });
+    let pending = step(&spec, &rolled, &o, t0()).status;
+    assert_eq!(pending.phase, P::RollbackPending);
+    cases.push(("rollback pending", spec, pending, o));
+    cases.push(("healthy", six_steps(Routing::Mesh), healthy("v1"), obs()));
+
+    // Expected (phase, pause reason) per verb; `None` = ignored.
+    type Want = Option<(Phase, Option<PauseReason>)>;
+    #[rustfmt::skip]
+    let table: [(&str, [Want; 6]); 10] = [
+        //                 promote                      promote-full            abort                   retry                         pause                         resume
+        ("progressing",     [Some((P::Progressing, None)), Some((P::Promoting, None)), Some((P::Aborted, None)), None,                          Some((P::Paused, Some(R::Manual))), None]),
+        ("manual pause",    [Some((P::Progressing, None)), Some((P::Promoting, None)), Some((P::Aborted, None)), None,                          None,                          Some((P::Progressing, None))]),
+        ("pause step",      [Some((P::Promoting, None)),   Some((P::Promoting, None)), Some((P::Aborted, None)), None,                          Some((P::Paused, Some(R::Manual))), Some((P::Promoting, None))]),
+        ("promoting",       [None, None, None, None, None, None]),
+        ("marginal",        [Some((P::Progressing, None)), Some((P::Promoting, None)), Some((P::Aborted, None)), Some((P::Progressing, None)), None,                          None]),
+        ("inconclusive",    [Some((P::Progressing, None)), Some((P::Promoting, None)), Some((P::Aborted, None)), Some((P::Progressing, None)), None,                          None]),
+        ("aborted",         [None, None, None, None, None, None]),
+        ("rolled back",     [None, None, None, Some((P::Progressing, None)), None, None]),
+        ("rollback pending",[None, None, None, Some((P::Progressing, None)), None, None]),
+        ("healthy",         [None, None, None, None, None, None]),
+    ];
+    let verbs = [
+        "promote",
+        "promote-full",
+        "abort",
+        "retry",
+        "pause",
+        "resume",
+    ];
+    let mut checked = 0;
+    for (name, spec, st, o) in &cases {
+        let row = table
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r)
+            .expect("row");
+        for (verb, want) in verbs.iter().zip(row) {
+            let mut o = o.clone();
+            let value = format!("{verb}@t");
+            o.request = Some(value.clone());
+            let d = step(spec, st, &o, t0());
+            assert_eq!(
+                d.status.handled_request.as_deref(),
+                Some(value.as_str()),
+                "{name}/{verb}: recorded"
+            );
+            assert!(
+                progress(&d.status) >= progress(st),
+                "{name}/{verb}: backwards"
+            );
+            match want {
+                Some((phase, reason)) => {
+                    assert_eq!(
+                        (d.status.phase, d.status.pause_reason),
+                        (*phase, *reason),
+                        "{name}/{verb}"
+                    );
+                    assert!(
+                        !d.status.reason.as_deref().unwrap_or("").contains("ignored"),
+                        "{name}/{verb}"
+                    );
+                }
+                None => {
+                    assert_eq!(
+                        (d.status.phase, d.status.pause_reason),
+                        (st.phase, st.pause_reason),
+                        "{name}/{verb}: ignored"
+                    );
+                    assert!(
+                        d.status
+                            .reason
+                            .as_deref()
+                            .is_some_and(|r| r.contains("ignored")),
+                        "{name}/{verb}: says so"
+                    );
+                }
+            }
+            // Acted on once: the same value again changes nothing more.
+            let again = step(spec, &d.status, &o, t0());
+            assert_eq!(again.status.handled_request, d.status.handled_request);
+            assert_eq!(
+                progress(&again.status),
+                progress(&d.status),
+                "{name}/{verb}: twice"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 60);
+}
