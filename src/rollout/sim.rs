@@ -35,6 +35,8 @@ pub struct Deploy {
     pub template: serde_json::Value,
     pub replicas: i32,
     pub ready: i32,
+    /// When its current template was applied (for the progress deadline).
+    pub since: i64,
 }
 
 /// Side effects, counted.
@@ -74,6 +76,8 @@ pub struct World {
     pub events: usize,
     /// The agent crashed once already (one crash per run).
     pub crashed: bool,
+    /// The canary's pods never become ready (bad image): its progress deadline passes.
+    pub canary_broken: bool,
 }
 
 pub fn template(v: &str) -> (serde_json::Value, String) {
@@ -157,6 +161,7 @@ impl World {
                 template: t1,
                 replicas: 10,
                 ready: 10,
+                since: 0,
             },
             stable_available: true,
             canary: None,
@@ -173,13 +178,17 @@ impl World {
             pause_starts: BTreeMap::new(),
             events: 0,
             crashed: false,
+            canary_broken: false,
         }
     }
 
     /// Time passes: pods become ready, the router catches up, stable finishes rolling.
     fn tick(&mut self) {
         self.now += jiff::SignedDuration::from_secs(TICK);
-        for d in [&mut self.canary, &mut self.baseline].into_iter().flatten() {
+        if let Some(d) = self.canary.as_mut() {
+            d.ready = if self.canary_broken { 0 } else { d.replicas };
+        }
+        if let Some(d) = self.baseline.as_mut() {
             d.ready = d.replicas;
         }
         self.stable.ready = self.stable.replicas;
@@ -188,12 +197,14 @@ impl World {
     }
 
     fn observe(&self) -> Observations {
+        // The Deployment controller's rule: no progress for `progressDeadlineSeconds` (10m here).
         let w = |d: &Option<Deploy>| {
             d.as_ref().map(|d| WorkloadObs {
                 template_hash: Some(d.hash.clone()),
                 replicas: d.replicas,
                 ready_replicas: d.ready,
-                progress_deadline_exceeded: false,
+                progress_deadline_exceeded: d.ready < d.replicas
+                    && self.now.as_second() >= d.since + 600,
             })
         };
         let router = match self.routing {
@@ -290,6 +301,7 @@ impl World {
                         d.hash = template_hash.clone();
                         d.template = template.clone();
                         d.ready = 0;
+                        d.since = self.now.as_second();
                         self.counters.template_changes += 1;
                     }
                     d.replicas = *replicas;
@@ -299,6 +311,7 @@ impl World {
                         template: template.clone(),
                         replicas: *replicas,
                         ready: 0,
+                        since: self.now.as_second(),
                     });
                     *self.counters.creates.entry(name(*track)).or_default() += 1;
                 }

@@ -29,6 +29,7 @@ struct Scenario {
     canaries: u32,
     promotions: u32,
     rollbacks: u32,
+    broken_canary: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -44,6 +45,7 @@ fn scenarios() -> Vec<Scenario> {
             canaries: 1,
             promotions: 1,
             rollbacks: 0,
+            broken_canary: false,
         },
         Scenario {
             name: "failed analysis",
@@ -54,6 +56,7 @@ fn scenarios() -> Vec<Scenario> {
             canaries: 1,
             promotions: 0,
             rollbacks: 1,
+            broken_canary: false,
         },
         Scenario {
             name: "manual abort while paused",
@@ -66,6 +69,7 @@ fn scenarios() -> Vec<Scenario> {
             canaries: 1,
             promotions: 0,
             rollbacks: 1,
+            broken_canary: false,
         },
         Scenario {
             name: "inconclusive then retried",
@@ -83,6 +87,7 @@ fn scenarios() -> Vec<Scenario> {
             canaries: 1,
             promotions: 1,
             rollbacks: 0,
+            broken_canary: false,
         },
         Scenario {
             name: "marginal, promoted by a human",
@@ -98,6 +103,7 @@ fn scenarios() -> Vec<Scenario> {
             canaries: 1,
             promotions: 1,
             rollbacks: 0,
+            broken_canary: false,
         },
         Scenario {
             name: "superseded mid-rollout",
@@ -113,8 +119,26 @@ fn scenarios() -> Vec<Scenario> {
             canaries: 2,
             promotions: 1,
             rollbacks: 0,
+            broken_canary: false,
+        },
+        Scenario {
+            name: "canary never available",
+            verdicts: vec![],
+            script: Script { triggers: vec![] },
+            phase: Phase::RollbackPending,
+            stable: "hash-v1",
+            canaries: 1,
+            promotions: 0,
+            rollbacks: 1,
+            broken_canary: true,
         },
     ]
+}
+
+fn world(routing: Routing, s: &Scenario) -> World {
+    let mut w = World::new(routing, s.verdicts.clone());
+    w.canary_broken = s.broken_canary;
+    w
 }
 
 fn check_end(name: &str, w: &World, s: &Scenario) {
@@ -161,13 +185,7 @@ fn scenarios_end_where_they_should_without_crashes() {
     for routing in [Routing::Replicas, Routing::Mesh] {
         for s in scenarios() {
             let spec = six_steps(routing);
-            let w = run(
-                &spec,
-                World::new(routing, s.verdicts.clone()),
-                &s.script,
-                None,
-                MAX_TICKS,
-            );
+            let w = run(&spec, world(routing, &s), &s.script, None, MAX_TICKS);
             check_end(&format!("{} ({routing:?})", s.name), &w, &s);
         }
     }
@@ -179,20 +197,14 @@ fn crash_before_and_after_every_action_changes_nothing() {
     for routing in [Routing::Replicas, Routing::Mesh] {
         for s in scenarios() {
             let spec = six_steps(routing);
-            let clean = run(
-                &spec,
-                World::new(routing, s.verdicts.clone()),
-                &s.script,
-                None,
-                MAX_TICKS,
-            );
+            let clean = run(&spec, world(routing, &s), &s.script, None, MAX_TICKS);
             let name = format!("{} ({routing:?})", s.name);
             check_end(&name, &clean, &s);
             for k in 0..clean.events {
                 for after in [false, true] {
                     let w = run(
                         &spec,
-                        World::new(routing, s.verdicts.clone()),
+                        world(routing, &s),
                         &s.script,
                         Some((k, after)),
                         MAX_TICKS,
@@ -221,5 +233,5 @@ fn crash_before_and_after_every_action_changes_nothing() {
         }
     }
     println!("crash points exercised: {crash_points}");
-    assert!(crash_points >= 600, "only {crash_points} crash points");
+    assert!(crash_points >= 2500, "only {crash_points} crash points");
 }
