@@ -2,6 +2,10 @@
 //! (before and after every status write and every action); each crashed run must end where the
 //! uncrashed one did, with no workload orphaned, no side effect doubled and the status never
 //! going backwards.
+//!
+//! Mutation-checked: a controller loop that carries out the actions *before* writing the status
+//! (the order STYLE §6 forbids) passes every uncrashed scenario but fails this matrix (superseded
+//! rollout, replicas router, crash after event 46: stable ends on the superseded template).
 
 use super::sim::*;
 use crate::crd::{PauseReason, Phase, RolloutStatus};
