@@ -16,6 +16,7 @@ pub mod labels;
 pub mod logging;
 pub mod plan;
 pub mod render;
+pub mod rollout;
 pub mod server;
 pub mod source;
 pub mod text;
