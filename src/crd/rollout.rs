@@ -432,35 +432,6 @@ pub struct RolloutStatus {
     /// `Available`, `Progressing`, `Analysing`, `RolledBack`…
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The newest desired template handed over by sync (written by field manager `fledge-sync`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff: Option<RolloutHandoff>,
-}
-
-/// What sync handed to the rollout engine: the desired pod template of the target from git.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RolloutHandoff {
-    /// sha256 (hex) of the canonical JSON of the desired `spec.template`.
-    pub template_hash: String,
-    /// Git commit the template comes from.
-    pub revision: String,
-    /// Repo files the Deployment was rendered from (for the git rollback).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub provenance: Vec<String>,
-    /// The desired PodTemplateSpec.
-    #[schemars(schema_with = "preserve_unknown_object")]
-    pub template: serde_json::Value,
-    /// Desired replicas from git, if set there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<i32>,
-}
-
-fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
-    })
 }
 
 fn is_zero(v: &i64) -> bool {
