@@ -11,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod duration;
+pub mod forge;
 pub mod labels;
 pub mod logging;
 pub mod plan;
