@@ -23,14 +23,30 @@ async fn statuses_are_posted_once_per_change_and_read_back() {
     let forge = gitea.forge(&repo);
 
     let context = "fledge/prod/shop/web";
-    let pending = CommitStatus::new(context, StatusState::Pending, "canary 33% · analysis 98/100")
-        .with_target_url(Some("http://127.0.0.1/rollouts/shop/web".into()));
-    assert_eq!(forge.set_status(&sha, &pending).await.unwrap(), StatusOutcome::Posted);
-    assert_eq!(forge.set_status(&sha, &pending).await.unwrap(), StatusOutcome::Unchanged);
+    let pending = CommitStatus::new(
+        context,
+        StatusState::Pending,
+        "canary 33% · analysis 98/100",
+    )
+    .with_target_url(Some("http://127.0.0.1/rollouts/shop/web".into()));
+    assert_eq!(
+        forge.set_status(&sha, &pending).await.unwrap(),
+        StatusOutcome::Posted
+    );
+    assert_eq!(
+        forge.set_status(&sha, &pending).await.unwrap(),
+        StatusOutcome::Unchanged
+    );
     // Another context does not hide this one's latest status.
     let plan = CommitStatus::new("fledge/plan/prod", StatusState::Success, "no changes");
-    assert_eq!(forge.set_status(&sha, &plan).await.unwrap(), StatusOutcome::Posted);
-    assert_eq!(forge.set_status(&sha, &pending).await.unwrap(), StatusOutcome::Unchanged);
+    assert_eq!(
+        forge.set_status(&sha, &plan).await.unwrap(),
+        StatusOutcome::Posted
+    );
+    assert_eq!(
+        forge.set_status(&sha, &pending).await.unwrap(),
+        StatusOutcome::Unchanged
+    );
 
     let latest = forge.latest_status(&sha, context).await.unwrap();
     assert_eq!(latest.as_ref(), Some(&pending));
@@ -41,15 +57,27 @@ async fn statuses_are_posted_once_per_change_and_read_back() {
         &format!("rolled back: {}", "error-ratio 0.041 > 0.01 ".repeat(10)),
     );
     assert!(failed.description.chars().count() <= 140);
-    assert_eq!(forge.set_status(&sha, &failed).await.unwrap(), StatusOutcome::Posted);
-    assert_eq!(forge.set_status(&sha, &failed).await.unwrap(), StatusOutcome::Unchanged);
-    assert_eq!(forge.latest_status(&sha, context).await.unwrap(), Some(failed));
+    assert_eq!(
+        forge.set_status(&sha, &failed).await.unwrap(),
+        StatusOutcome::Posted
+    );
+    assert_eq!(
+        forge.set_status(&sha, &failed).await.unwrap(),
+        StatusOutcome::Unchanged
+    );
+    assert_eq!(
+        forge.latest_status(&sha, context).await.unwrap(),
+        Some(failed)
+    );
 
     // Gitea holds exactly the posts that changed something: 2 for the rollout context.
     let all = gitea
         .api_ok(
             "GET",
-            &format!("/repos/{}/{}/commits/{sha}/statuses?limit=50", repo.owner, repo.name),
+            &format!(
+                "/repos/{}/{}/commits/{sha}/statuses?limit=50",
+                repo.owner, repo.name
+            ),
             None,
         )
         .await;
@@ -77,7 +105,10 @@ async fn pull_request_flow_with_one_plan_comment() {
 
     let branch = "fledge/rollback/shop-web-abc1234";
     repo.git(&["checkout", "-q", "-b", "revert"]);
-    let head = repo.commit(&[("clusters/prod/web.yaml", "kind: ConfigMap\n")], "Revert \"web: v2\"");
+    let head = repo.commit(
+        &[("clusters/prod/web.yaml", "kind: ConfigMap\n")],
+        "Revert \"web: v2\"",
+    );
     repo.push(branch);
 
     assert_eq!(forge.find_open_pull_request(branch).await.unwrap(), None);
@@ -88,17 +119,34 @@ async fn pull_request_flow_with_one_plan_comment() {
         body: "report".into(),
     };
     let pr = forge.create_pull_request(&new).await.unwrap();
-    assert_eq!((pr.head_ref.as_str(), pr.base_ref.as_str()), (branch, "main"));
+    assert_eq!(
+        (pr.head_ref.as_str(), pr.base_ref.as_str()),
+        (branch, "main")
+    );
     assert_eq!(pr.head_sha, head);
-    assert!(pr.html_url.ends_with(&format!("/pulls/{}", pr.number)), "{}", pr.html_url);
+    assert!(
+        pr.html_url.ends_with(&format!("/pulls/{}", pr.number)),
+        "{}",
+        pr.html_url
+    );
     // Opening it again (an agent restarted between push and PR) gives the same pull request.
     let again = forge.create_pull_request(&new).await.unwrap();
     assert_eq!(again.number, pr.number);
-    assert_eq!(forge.find_open_pull_request(branch).await.unwrap().map(|p| p.number), Some(pr.number));
+    assert_eq!(
+        forge
+            .find_open_pull_request(branch)
+            .await
+            .unwrap()
+            .map(|p| p.number),
+        Some(pr.number)
+    );
 
     // Some discussion first, then the plan comment twice: one comment, edited.
     for i in 0..3 {
-        forge.create_comment(pr.number, &format!("comment {i}")).await.unwrap();
+        forge
+            .create_comment(pr.number, &format!("comment {i}"))
+            .await
+            .unwrap();
     }
     let marker = plan_marker("prod");
     let mut plan = PlanComment {
@@ -109,30 +157,47 @@ async fn pull_request_flow_with_one_plan_comment() {
         ..Default::default()
     };
     let first = render_plan_comment(&plan);
-    let created = match upsert_comment(&forge, pr.number, &marker, &first).await.unwrap() {
+    let created = match upsert_comment(&forge, pr.number, &marker, &first)
+        .await
+        .unwrap()
+    {
         Upserted::Created(c) => c,
         other => panic!("expected a new comment, got {other:?}"),
     };
     plan.plan = "~ ConfigMap shop/web\n+  data.a: 2\n".into();
     let second = render_plan_comment(&plan);
-    match upsert_comment(&forge, pr.number, &marker, &second).await.unwrap() {
+    match upsert_comment(&forge, pr.number, &marker, &second)
+        .await
+        .unwrap()
+    {
         Upserted::Edited(c) => assert_eq!(c.id, created.id),
         other => panic!("expected an edit, got {other:?}"),
     }
     assert!(matches!(
-        upsert_comment(&forge, pr.number, &marker, &second).await.unwrap(),
+        upsert_comment(&forge, pr.number, &marker, &second)
+            .await
+            .unwrap(),
         Upserted::Unchanged(_)
     ));
     let comments = forge.list_comments(pr.number).await.unwrap();
     assert_eq!(comments.len(), 4);
-    let plans: Vec<_> = comments.iter().filter(|c| c.body.starts_with(&marker)).collect();
+    let plans: Vec<_> = comments
+        .iter()
+        .filter(|c| c.body.starts_with(&marker))
+        .collect();
     assert_eq!(plans.len(), 1);
     assert_eq!(plans[0].body, second);
     assert_ne!(plans[0].body, first);
 
     // The compare link opens in Gitea.
     let compare = forge.compare_url(&base, &head);
-    assert_eq!(compare, format!("{}/{}/{}/compare/{base}...{head}", gitea.url, repo.owner, repo.name));
+    assert_eq!(
+        compare,
+        format!(
+            "{}/{}/{}/compare/{base}...{head}",
+            gitea.url, repo.owner, repo.name
+        )
+    );
     let (status, _) = support::http_get(&compare).await.expect("GET compare page");
     assert_eq!(status, 200, "{compare}");
 
@@ -141,7 +206,10 @@ async fn pull_request_flow_with_one_plan_comment() {
     gitea
         .api_ok(
             "POST",
-            &format!("/repos/{}/{}/pulls/{}/merge", repo.owner, repo.name, pr.number),
+            &format!(
+                "/repos/{}/{}/pulls/{}/merge",
+                repo.owner, repo.name, pr.number
+            ),
             Some(json!({"Do": "merge"})),
         )
         .await;

@@ -4,12 +4,12 @@
 //! missing call (`expect(n)`) or an extra one (a catch-all that expects none).
 
 use fledge::forge::github::GitHub;
-use fledge::forge::report::{plan_marker, render_plan_comment, PlanComment};
+use fledge::forge::report::{PlanComment, plan_marker, render_plan_comment};
 use fledge::forge::{
-    upsert_comment, CommitStatus, Error, Forge, NewPullRequest, RetryPolicy, StatusOutcome,
-    StatusState, Token, Upserted,
+    CommitStatus, Error, Forge, NewPullRequest, RetryPolicy, StatusOutcome, StatusState, Token,
+    Upserted, upsert_comment,
 };
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use wiremock::matchers::{any, body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -98,7 +98,9 @@ const CONTEXT: &str = "fledge/prod/shop/web";
 async fn status_is_posted_when_the_latest_differs() {
     let server = server().await;
     Mock::given(method("GET"))
-        .and(path(format!("/repos/octocat/Hello-World/commits/{SHA}/status")))
+        .and(path(format!(
+            "/repos/octocat/Hello-World/commits/{SHA}/status"
+        )))
         .and(query_param("per_page", "100"))
         .and(query_param("page", "1"))
         .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
@@ -128,23 +130,34 @@ async fn status_is_posted_when_the_latest_differs() {
         .expect(1)
         .mount(&server)
         .await;
-    let status = CommitStatus::new(CONTEXT, StatusState::Pending, "canary 33% · analysis 98/100")
-        .with_target_url(Some("https://fledge.example/rollouts/shop/web".into()));
+    let status = CommitStatus::new(
+        CONTEXT,
+        StatusState::Pending,
+        "canary 33% · analysis 98/100",
+    )
+    .with_target_url(Some("https://fledge.example/rollouts/shop/web".into()));
     let gh = client(&server);
-    assert_eq!(gh.set_status(SHA, &status).await.unwrap(), StatusOutcome::Posted);
+    assert_eq!(
+        gh.set_status(SHA, &status).await.unwrap(),
+        StatusOutcome::Posted
+    );
 }
 
 #[tokio::test]
 async fn identical_status_is_not_posted_again() {
     let server = server().await;
     Mock::given(method("GET"))
-        .and(path(format!("/repos/octocat/Hello-World/commits/{SHA}/status")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(combined_json(vec![status_json(
-            "failure",
-            "rolled back: error rate 4.1% > 1%",
-            CONTEXT,
-            None,
-        )])))
+        .and(path(format!(
+            "/repos/octocat/Hello-World/commits/{SHA}/status"
+        )))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(combined_json(vec![status_json(
+                "failure",
+                "rolled back: error rate 4.1% > 1%",
+                CONTEXT,
+                None,
+            )])),
+        )
         .expect(1)
         .mount(&server)
         .await;
@@ -160,7 +173,10 @@ async fn identical_status_is_not_posted_again() {
         "rolled back: error rate 4.1% > 1%",
     );
     let gh = client(&server);
-    assert_eq!(gh.set_status(SHA, &status).await.unwrap(), StatusOutcome::Unchanged);
+    assert_eq!(
+        gh.set_status(SHA, &status).await.unwrap(),
+        StatusOutcome::Unchanged
+    );
 }
 
 #[tokio::test]
@@ -170,19 +186,29 @@ async fn long_descriptions_are_cut_to_140_characters() {
     let expected = fledge::forge::report::cut_description(&format!("rolled back: {reason}"));
     assert!(expected.chars().count() <= 140 && expected.ends_with('…'));
     Mock::given(method("GET"))
-        .and(path(format!("/repos/octocat/Hello-World/commits/{SHA}/status")))
+        .and(path(format!(
+            "/repos/octocat/Hello-World/commits/{SHA}/status"
+        )))
         .respond_with(ResponseTemplate::new(200).set_body_json(combined_json(vec![])))
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path(format!("/repos/octocat/Hello-World/statuses/{SHA}")))
-        .and(body_json(json!({"state": "failure", "description": expected, "context": CONTEXT})))
-        .respond_with(ResponseTemplate::new(201).set_body_json(status_json("failure", "x", CONTEXT, None)))
+        .and(body_json(
+            json!({"state": "failure", "description": expected, "context": CONTEXT}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(status_json("failure", "x", CONTEXT, None)),
+        )
         .expect(1)
         .mount(&server)
         .await;
-    let status = CommitStatus::new(CONTEXT, StatusState::Failure, &format!("rolled back: {reason}"));
+    let status = CommitStatus::new(
+        CONTEXT,
+        StatusState::Failure,
+        &format!("rolled back: {reason}"),
+    );
     client(&server).set_status(SHA, &status).await.unwrap();
 }
 
@@ -219,8 +245,14 @@ async fn pull_request_is_created_and_found_by_branch() {
         .await
         .unwrap();
     assert_eq!(pr.number, 1347);
-    assert_eq!(pr.html_url, "https://github.com/octocat/Hello-World/pull/1347");
-    assert_eq!((pr.head_ref.as_str(), pr.base_ref.as_str()), (branch, "main"));
+    assert_eq!(
+        pr.html_url,
+        "https://github.com/octocat/Hello-World/pull/1347"
+    );
+    assert_eq!(
+        (pr.head_ref.as_str(), pr.base_ref.as_str()),
+        (branch, "main")
+    );
     let found = gh.find_open_pull_request(branch).await.unwrap();
     assert_eq!(found, Some(pr));
 }
@@ -267,7 +299,10 @@ async fn plan_comment_upsert_pages_through_every_comment() {
     let server = server().await;
     let marker = plan_marker("prod");
     let old_body = format!("{marker}\nold plan");
-    let base = format!("{}/repos/octocat/Hello-World/issues/1347/comments", server.uri());
+    let base = format!(
+        "{}/repos/octocat/Hello-World/issues/1347/comments",
+        server.uri()
+    );
     for page in 1..=3u64 {
         let ids = match page {
             1 => 1..=100,
@@ -279,13 +314,19 @@ async fn plan_comment_upsert_pages_through_every_comment() {
                 if id == 240 {
                     comment_json(id, &old_body)
                 } else {
-                    comment_json(id, &format!("comment {id} mentions fledge-plan but not first"))
+                    comment_json(
+                        id,
+                        &format!("comment {id} mentions fledge-plan but not first"),
+                    )
                 }
             })
             .collect();
         let mut links = vec![format!("<{base}?per_page=100&page=3>; rel=\"last\"")];
         if page < 3 {
-            links.insert(0, format!("<{base}?per_page=100&page={}>; rel=\"next\"", page + 1));
+            links.insert(
+                0,
+                format!("<{base}?per_page=100&page={}>; rel=\"next\"", page + 1),
+            );
         }
         let mut m = Mock::given(method("GET"))
             .and(path("/repos/octocat/Hello-World/issues/1347/comments"))
@@ -374,17 +415,26 @@ async fn secondary_rate_limit_is_waited_out_then_retried() {
         .await;
     Mock::given(method("POST"))
         .and(path(format!("/repos/octocat/Hello-World/statuses/{SHA}")))
-        .respond_with(ResponseTemplate::new(201).set_body_json(status_json("success", "promoted", CONTEXT, None)))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(status_json("success", "promoted", CONTEXT, None)),
+        )
         .with_priority(2)
         .expect(1)
         .mount(&server)
         .await;
     let start = Instant::now();
     client(&server)
-        .post_status(SHA, &CommitStatus::new(CONTEXT, StatusState::Success, "promoted"))
+        .post_status(
+            SHA,
+            &CommitStatus::new(CONTEXT, StatusState::Success, "promoted"),
+        )
         .await
         .unwrap();
-    assert!(start.elapsed() >= Duration::from_secs(1), "waited Retry-After");
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "waited Retry-After"
+    );
 }
 
 #[tokio::test]
@@ -398,10 +448,16 @@ async fn rate_limit_beyond_the_budget_fails_fast_without_spinning() {
         .await;
     let start = Instant::now();
     let err = client(&server)
-        .post_status(SHA, &CommitStatus::new(CONTEXT, StatusState::Success, "promoted"))
+        .post_status(
+            SHA,
+            &CommitStatus::new(CONTEXT, StatusState::Success, "promoted"),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(3600)), "{err}");
+    assert!(
+        matches!(err, Error::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(3600)),
+        "{err}"
+    );
     assert_eq!(err.category(), "rate_limited");
     assert!(start.elapsed() < Duration::from_secs(2));
 }
@@ -422,7 +478,10 @@ async fn errors_carry_no_token_and_no_control_characters() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains(TOKEN), "{text}");
     assert!(!text.contains('\u{1b}'), "{text}");
-    assert!(text.contains("HTTP 401") && text.contains("Bad credentials <redacted>"), "{text}");
+    assert!(
+        text.contains("HTTP 401") && text.contains("Bad credentials <redacted>"),
+        "{text}"
+    );
     assert_eq!(err.category(), "auth");
 }
 
@@ -448,7 +507,13 @@ async fn enterprise_api_url_and_compare_links() {
         ghe.compare_url("aaaa", "bbbb"),
         format!("{}/octocat/Hello-World/compare/aaaa...bbbb", server.uri())
     );
-    let gh = GitHub::new("https://api.github.com", "octocat", "Hello-World", Token::new(TOKEN)).unwrap();
+    let gh = GitHub::new(
+        "https://api.github.com",
+        "octocat",
+        "Hello-World",
+        Token::new(TOKEN),
+    )
+    .unwrap();
     assert_eq!(
         gh.compare_url("main", "fledge/rollback/x"),
         "https://github.com/octocat/Hello-World/compare/main...fledge/rollback/x"

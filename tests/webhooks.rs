@@ -37,7 +37,12 @@ async fn serve(secret: Option<&str>) -> Server {
 }
 
 impl Server {
-    async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> (u16, String) {
+    async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
         let mut req = self.http.post(format!("{}{path}", self.url)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -52,7 +57,9 @@ impl Server {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let host = self.url.trim_start_matches("http://");
         let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-        let mut req = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n");
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+        );
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -72,7 +79,10 @@ impl Server {
         let mut buf = Vec::new();
         let _ = stream.read_to_end(&mut buf).await;
         let text = String::from_utf8_lossy(&buf);
-        text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        text.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Nothing was handed to the agent.
@@ -110,7 +120,11 @@ async fn github_documented_test_vector_verifies() {
     assert_eq!(sign(b"Hello, World!"), sig);
     // Signed correctly, not an event fledge acts on: accepted and ignored.
     let (status, text) = s
-        .post("/webhooks/github", &[("x-hub-signature-256", sig), ("x-github-event", "zen")], "Hello, World!")
+        .post(
+            "/webhooks/github",
+            &[("x-hub-signature-256", sig), ("x-github-event", "zen")],
+            "Hello, World!",
+        )
         .await;
     assert_eq!((status, text.as_str()), (202, "event ignored\n"));
     s.assert_no_event();
@@ -124,7 +138,11 @@ async fn valid_push_is_handed_over_and_answered_at_once() {
     let (status, _) = s
         .post(
             "/webhooks/github",
-            &[("x-hub-signature-256", &sig), ("x-github-event", "push"), ("x-github-delivery", "d-1")],
+            &[
+                ("x-hub-signature-256", &sig),
+                ("x-github-event", "push"),
+                ("x-github-delivery", "d-1"),
+            ],
             body,
         )
         .await;
@@ -155,14 +173,21 @@ async fn pull_request_actions_that_change_the_head_are_handed_over() {
         }))
         .unwrap()
     };
-    for (i, action) in ["opened", "synchronize", "reopened", "closed", "labeled"].iter().enumerate() {
+    for (i, action) in ["opened", "synchronize", "reopened", "closed", "labeled"]
+        .iter()
+        .enumerate()
+    {
         let body = pr(action);
         let sig = sign(&body);
         let delivery = format!("pr-{i}");
         let (status, _) = s
             .post(
                 "/webhooks/github",
-                &[("x-hub-signature-256", &sig), ("x-github-event", "pull_request"), ("x-github-delivery", &delivery)],
+                &[
+                    ("x-hub-signature-256", &sig),
+                    ("x-github-event", "pull_request"),
+                    ("x-github-delivery", &delivery),
+                ],
                 body,
             )
             .await;
@@ -170,12 +195,24 @@ async fn pull_request_actions_that_change_the_head_are_handed_over() {
     }
     let mut got = Vec::new();
     while let Ok(WebhookEvent::PullRequest(p)) = s.events.try_recv() {
-        assert_eq!((p.number, p.head_sha.as_str(), p.head_ref.as_str(), p.base_ref.as_str()), (42, "abc123", "feature", "main"));
+        assert_eq!(
+            (
+                p.number,
+                p.head_sha.as_str(),
+                p.head_ref.as_str(),
+                p.base_ref.as_str()
+            ),
+            (42, "abc123", "feature", "main")
+        );
         got.push(p.action);
     }
     assert_eq!(
         got,
-        [PullRequestAction::Opened, PullRequestAction::Synchronize, PullRequestAction::Reopened]
+        [
+            PullRequestAction::Opened,
+            PullRequestAction::Synchronize,
+            PullRequestAction::Reopened
+        ]
     );
 }
 
@@ -187,10 +224,16 @@ async fn bad_missing_and_sha1_signatures_are_refused_and_do_nothing() {
     let cases: Vec<Vec<(&str, &str)>> = vec![
         vec![("x-hub-signature-256", other.as_str())],
         vec![("x-hub-signature-256", "sha256=")],
-        vec![("x-hub-signature-256", "sha256=zz57107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1")],
+        vec![(
+            "x-hub-signature-256",
+            "sha256=zz57107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1",
+        )],
         vec![],
         // SHA-1 is never accepted, even when correct for another algorithm's header.
-        vec![("x-hub-signature", "sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59")],
+        vec![(
+            "x-hub-signature",
+            "sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59",
+        )],
     ];
     for mut headers in cases {
         headers.push(("x-github-event", "push"));
@@ -202,12 +245,20 @@ async fn bad_missing_and_sha1_signatures_are_refused_and_do_nothing() {
     let mut tampered = body.clone();
     tampered[10] ^= 1;
     let (status, _) = s
-        .post("/webhooks/github", &[("x-hub-signature-256", &sig), ("x-github-event", "push")], tampered)
+        .post(
+            "/webhooks/github",
+            &[("x-hub-signature-256", &sig), ("x-github-event", "push")],
+            tampered,
+        )
         .await;
     assert_eq!(status, 401);
     // Gitea's header carries bare hex; a GitHub-style header on the Gitea endpoint is not enough.
     let (status, _) = s
-        .post("/webhooks/gitea", &[("x-hub-signature-256", &sig), ("x-gitea-event", "push")], body.clone())
+        .post(
+            "/webhooks/gitea",
+            &[("x-hub-signature-256", &sig), ("x-gitea-event", "push")],
+            body.clone(),
+        )
         .await;
     assert_eq!(status, 401);
     s.assert_no_event();
@@ -218,8 +269,15 @@ async fn replayed_deliveries_are_ignored() {
     let mut s = serve(Some(SECRET)).await;
     let body = push_body();
     let sig = sign(&body);
-    let headers = [("x-hub-signature-256", sig.as_str()), ("x-github-event", "push"), ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")];
-    assert_eq!(s.post("/webhooks/github", &headers, body.clone()).await.0, 202);
+    let headers = [
+        ("x-hub-signature-256", sig.as_str()),
+        ("x-github-event", "push"),
+        ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+    ];
+    assert_eq!(
+        s.post("/webhooks/github", &headers, body.clone()).await.0,
+        202
+    );
     assert_eq!(
         s.post("/webhooks/github", &headers, body.clone()).await,
         (200, "duplicate delivery ignored\n".to_owned())
@@ -228,8 +286,15 @@ async fn replayed_deliveries_are_ignored() {
     s.assert_no_event();
     // Gitea's delivery header is honoured the same way.
     let gitea_sig = sig.trim_start_matches("sha256=").to_owned();
-    let headers = [("x-gitea-signature", gitea_sig.as_str()), ("x-gitea-event", "push"), ("x-gitea-delivery", "g-1")];
-    assert_eq!(s.post("/webhooks/gitea", &headers, body.clone()).await.0, 202);
+    let headers = [
+        ("x-gitea-signature", gitea_sig.as_str()),
+        ("x-gitea-event", "push"),
+        ("x-gitea-delivery", "g-1"),
+    ];
+    assert_eq!(
+        s.post("/webhooks/gitea", &headers, body.clone()).await.0,
+        202
+    );
     assert_eq!(s.post("/webhooks/gitea", &headers, body).await.0, 200);
     assert!(s.events.try_recv().is_ok());
     s.assert_no_event();
@@ -241,19 +306,33 @@ async fn oversize_bodies_are_refused() {
     let body = vec![b' '; MAX_BODY_BYTES + 1];
     let sig = sign(&body);
     let (status, _) = s
-        .post("/webhooks/github", &[("x-hub-signature-256", &sig), ("x-github-event", "push")], body)
+        .post(
+            "/webhooks/github",
+            &[("x-hub-signature-256", &sig), ("x-github-event", "push")],
+            body,
+        )
         .await;
     assert_eq!(status, 413);
     // Streamed without a length: the limit still holds.
     let big = vec![b' '; MAX_BODY_BYTES + 10];
     let sig = sign(&big);
-    let status = s.post_chunked("/webhooks/github", &[("x-hub-signature-256", &sig), ("x-github-event", "push")], &big).await;
+    let status = s
+        .post_chunked(
+            "/webhooks/github",
+            &[("x-hub-signature-256", &sig), ("x-github-event", "push")],
+            &big,
+        )
+        .await;
     assert_eq!(status, 413);
     // Exactly at the limit is read (and then refused only because it is not JSON).
     let ok = vec![b' '; MAX_BODY_BYTES];
     let sig = sign(&ok);
     let (status, _) = s
-        .post("/webhooks/github", &[("x-hub-signature-256", &sig), ("x-github-event", "push")], ok)
+        .post(
+            "/webhooks/github",
+            &[("x-hub-signature-256", &sig), ("x-github-event", "push")],
+            ok,
+        )
         .await;
     assert_eq!(status, 400);
     s.assert_no_event();
@@ -266,7 +345,11 @@ async fn no_secret_means_no_endpoint() {
     let sig = sign(&body);
     for path in ["/webhooks/github", "/webhooks/gitea"] {
         let (status, _) = s
-            .post(path, &[("x-hub-signature-256", &sig), ("x-github-event", "push")], body.clone())
+            .post(
+                path,
+                &[("x-hub-signature-256", &sig), ("x-github-event", "push")],
+                body.clone(),
+            )
             .await;
         assert_eq!(status, 404, "{path}");
     }
@@ -282,7 +365,12 @@ async fn real_gitea_deliveries_are_verified() {
     let gitea = Gitea::get();
     let repo = gitea.create_repo("hooks").await;
     gitea
-        .add_webhook(&repo, &format!("{}/webhooks/gitea", s.url), secret, &["push", "pull_request"])
+        .add_webhook(
+            &repo,
+            &format!("{}/webhooks/gitea", s.url),
+            secret,
+            &["push", "pull_request"],
+        )
         .await;
     let sha = repo.commit(&[("clusters/prod/fledge.yaml", "resources: []\n")], "init");
     repo.push("main");
@@ -303,7 +391,11 @@ async fn real_gitea_deliveries_are_verified() {
     while !(push_main && opened) {
         let ev = tokio::time::timeout_at(deadline, s.events.recv())
             .await
-            .unwrap_or_else(|_| panic!("Gitea deliveries did not arrive (push main: {push_main}, PR opened: {opened})"))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "Gitea deliveries did not arrive (push main: {push_main}, PR opened: {opened})"
+                )
+            })
             .expect("channel open");
         assert!(ev.is_for_repo(&repo.clone_url), "{ev:?}");
         match ev {
@@ -317,7 +409,10 @@ async fn real_gitea_deliveries_are_verified() {
             WebhookEvent::PullRequest(p) => {
                 assert_eq!(p.action, PullRequestAction::Opened);
                 assert_eq!(Some(p.number), pr["number"].as_u64());
-                assert_eq!((p.head_ref.as_str(), p.head_sha.as_str()), ("feature", head.as_str()));
+                assert_eq!(
+                    (p.head_ref.as_str(), p.head_sha.as_str()),
+                    ("feature", head.as_str())
+                );
                 opened = true;
             }
         }

@@ -6,7 +6,7 @@
 use super::github::{CombinedJson, CommentJson, PullJson, status_body};
 use super::http::{Rest, RetryPolicy};
 use super::{
-    CommitStatus, Comment, Error, Forge, ForgeKind, NewPullRequest, PullRequest, Result, Token,
+    Comment, CommitStatus, Error, Forge, ForgeKind, NewPullRequest, PullRequest, Result, Token,
 };
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
@@ -79,8 +79,9 @@ impl Forge for Gitea {
             }
             let resp = self.rest.ok(&Method::GET, &url, resp)?;
             let combined: CombinedJson = self.rest.decode(&Method::GET, &url, &resp.body)?;
-            let n = combined.statuses.len();
-            if let Some(s) = combined.statuses.into_iter().find(|s| s.context == context) {
+            let statuses = combined.statuses();
+            let n = statuses.len();
+            if let Some(s) = statuses.into_iter().find(|s| s.context == context) {
                 return Ok(Some(s.into_status()));
             }
             if n < PAGE {

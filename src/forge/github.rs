@@ -6,7 +6,7 @@
 
 use super::http::{Rest, RetryPolicy};
 use super::{
-    CommitStatus, Comment, Error, Forge, ForgeKind, NewPullRequest, PullRequest, Result,
+    Comment, CommitStatus, Error, Forge, ForgeKind, NewPullRequest, PullRequest, Result,
     StatusState, Token,
 };
 use async_trait::async_trait;
@@ -39,8 +39,15 @@ pub(crate) struct StatusJson {
 
 #[derive(Deserialize)]
 pub(crate) struct CombinedJson {
+    /// Gitea answers `null` for a commit without statuses.
     #[serde(default)]
-    pub statuses: Vec<StatusJson>,
+    statuses: Option<Vec<StatusJson>>,
+}
+
+impl CombinedJson {
+    pub fn statuses(self) -> Vec<StatusJson> {
+        self.statuses.unwrap_or_default()
+    }
 }
 
 impl StatusJson {
@@ -183,8 +190,9 @@ impl Forge for GitHub {
                 &[("per_page", "100"), ("page", &page_s)],
             );
             let combined: CombinedJson = self.rest.json(Method::GET, &url, None).await?;
-            let n = combined.statuses.len();
-            if let Some(s) = combined.statuses.into_iter().find(|s| s.context == context) {
+            let statuses = combined.statuses();
+            let n = statuses.len();
+            if let Some(s) = statuses.into_iter().find(|s| s.context == context) {
                 return Ok(Some(s.into_status()));
             }
             if n < 100 {
@@ -278,7 +286,8 @@ mod tests {
             gh.compare_url("abc", "def"),
             "https://github.com/o/r/compare/abc...def"
         );
-        let ghe = GitHub::new("https://ghe.example.com/api/v3/", "o", "r", Token::new("t")).unwrap();
+        let ghe =
+            GitHub::new("https://ghe.example.com/api/v3/", "o", "r", Token::new("t")).unwrap();
         assert_eq!(
             ghe.compare_url("main", "fledge/rollback/x"),
             "https://ghe.example.com/o/r/compare/main...fledge/rollback/x"

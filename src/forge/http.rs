@@ -224,7 +224,12 @@ impl Rest {
         })
     }
 
-    pub fn decode<T: DeserializeOwned>(&self, method: &Method, url: &Url, body: &[u8]) -> Result<T> {
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: &[u8],
+    ) -> Result<T> {
         serde_json::from_slice(body).map_err(|e| Error::Decode {
             method: method_name(method),
             path: self.clean(url.path()),
@@ -383,7 +388,10 @@ mod tests {
                 "<https://api.github.com/x?page=1>; rel=\"prev\", <https://api.github.com/x?page=3>; rel=\"next\", <https://api.github.com/x?page=9>; rel=\"last\"",
             ),
         );
-        assert_eq!(next_link(&h).as_deref(), Some("https://api.github.com/x?page=3"));
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://api.github.com/x?page=3")
+        );
         assert_eq!(next_link(&HeaderMap::new()), None);
     }
 
@@ -395,9 +403,20 @@ mod tests {
             rate_limit_wait(StatusCode::FORBIDDEN, &h, b""),
             Some(Duration::from_secs(7))
         );
-        assert_eq!(rate_limit_wait(StatusCode::FORBIDDEN, &HeaderMap::new(), b"{\"message\":\"Resource not accessible by integration\"}"), None);
         assert_eq!(
-            rate_limit_wait(StatusCode::FORBIDDEN, &HeaderMap::new(), b"{\"message\":\"You have exceeded a secondary rate limit\"}"),
+            rate_limit_wait(
+                StatusCode::FORBIDDEN,
+                &HeaderMap::new(),
+                b"{\"message\":\"Resource not accessible by integration\"}"
+            ),
+            None
+        );
+        assert_eq!(
+            rate_limit_wait(
+                StatusCode::FORBIDDEN,
+                &HeaderMap::new(),
+                b"{\"message\":\"You have exceeded a secondary rate limit\"}"
+            ),
             Some(Duration::from_secs(60))
         );
         assert_eq!(rate_limit_wait(StatusCode::OK, &h, b""), None);
@@ -422,13 +441,25 @@ mod tests {
             RetryPolicy::default(),
         )
         .unwrap();
-        let url = rest.url(&["repos", "o", "r", "pulls"], &[("head", "o:fledge/rollback/a b")]);
+        let url = rest.url(
+            &["repos", "o", "r", "pulls"],
+            &[("head", "o:fledge/rollback/a b")],
+        );
         assert_eq!(
             url.as_str(),
             "https://ghe.example/api/v3/repos/o/r/pulls?head=o%3Afledge%2Frollback%2Fa+b"
         );
         let url = rest.url(&["repos", "o", "r", "statuses", "a/b"], &[]);
         assert_eq!(url.path(), "/api/v3/repos/o/r/statuses/a%2Fb");
-        assert!(Rest::new("https://u:p@h/", "Bearer", Token::new("x"), &[], RetryPolicy::default()).is_err());
+        assert!(
+            Rest::new(
+                "https://u:p@h/",
+                "Bearer",
+                Token::new("x"),
+                &[],
+                RetryPolicy::default()
+            )
+            .is_err()
+        );
     }
 }

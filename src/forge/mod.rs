@@ -249,7 +249,9 @@ pub async fn upsert_comment(
     body: &str,
 ) -> Result<Upserted> {
     if !body.starts_with(marker) {
-        return Err(Error::Config("the comment body must start with its marker".into()));
+        return Err(Error::Config(
+            "the comment body must start with its marker".into(),
+        ));
     }
     let comments = forge.list_comments(number).await?;
     match comments
@@ -338,7 +340,9 @@ pub fn infer_github(url: &str) -> Option<(String, String)> {
         r
     } else {
         let after_scheme = url.split_once("://")?.1;
-        let after_user = after_scheme.rsplit_once('@').map_or(after_scheme, |(_, h)| h);
+        let after_user = after_scheme
+            .rsplit_once('@')
+            .map_or(after_scheme, |(_, h)| h);
         let (host, path) = after_user.split_once('/')?;
         let host = host.split(':').next().unwrap_or(host);
         if !host.eq_ignore_ascii_case("github.com") && !host.eq_ignore_ascii_case("www.github.com")

@@ -38,17 +38,31 @@ pub fn cut_description(text: &str) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StatusText {
     /// A canary step: traffic weight (percent) and the last analysis score (0–100), if any.
-    Canary { weight: u32, score: Option<u32> },
+    Canary {
+        weight: u32,
+        score: Option<u32>,
+    },
     /// Waiting at a manual gate (`fledge promote`).
-    Paused { weight: u32 },
+    Paused {
+        weight: u32,
+    },
     Promoted,
-    RolledBack { reason: String },
+    RolledBack {
+        reason: String,
+    },
     /// Infrastructure trouble (metrics or API unreachable): no verdict.
-    Error { reason: String },
+    Error {
+        reason: String,
+    },
     /// The plan of a pull request: objects changing, and how many go out as a canary.
-    Plan { changes: usize, canaries: usize },
+    Plan {
+        changes: usize,
+        canaries: usize,
+    },
     /// The pull request's head does not render.
-    PlanFailed { reason: String },
+    PlanFailed {
+        reason: String,
+    },
 }
 
 /// The description for a status, at most 140 characters.
@@ -249,12 +263,16 @@ pub fn render_revert_body(r: &RevertReport) -> String {
     );
     let _ = writeln!(out, "**Reason:** {}\n", cell(&r.reason));
     if let Some(v) = &r.verdict {
-        let score = r.score.map_or(String::new(), |s| format!(", score {}/100", num(s)));
+        let score = r
+            .score
+            .map_or(String::new(), |s| format!(", score {}/100", num(s)));
         let _ = writeln!(out, "**Verdict:** {}{score}\n", cell(v));
     }
     let mut table = String::new();
     if !r.rows.is_empty() {
-        table.push_str("| Metric | Canary | Baseline | Result | Score |\n|---|---:|---:|---|---:|\n");
+        table.push_str(
+            "| Metric | Canary | Baseline | Result | Score |\n|---|---:|---:|---|---:|\n",
+        );
         for row in &r.rows {
             let opt = |v: Option<f64>| v.map_or("–".to_owned(), num);
             let _ = writeln!(

@@ -61,7 +61,10 @@ fn explicit_forges_win_and_two_are_refused() {
         gitea: Some(gitea.clone()),
     });
     let t = ForgeTarget::from_spec(&s).unwrap().unwrap();
-    assert_eq!((t.kind, t.api_url.as_str()), (ForgeKind::Gitea, "https://git.example"));
+    assert_eq!(
+        (t.kind, t.api_url.as_str()),
+        (ForgeKind::Gitea, "https://git.example")
+    );
     s.forge = Some(ForgeSpec {
         github: Some(crate::crd::GitHubForge {
             owner: "a".into(),
@@ -92,18 +95,43 @@ fn tokens_never_print() {
 fn status_descriptions() {
     let d = |t| status_description(&t);
     assert_eq!(
-        d(StatusText::Canary { weight: 33, score: Some(98) }),
+        d(StatusText::Canary {
+            weight: 33,
+            score: Some(98)
+        }),
         "canary 33% · analysis 98/100"
     );
-    assert_eq!(d(StatusText::Canary { weight: 10, score: None }), "canary 10%");
+    assert_eq!(
+        d(StatusText::Canary {
+            weight: 10,
+            score: None
+        }),
+        "canary 10%"
+    );
     assert_eq!(d(StatusText::Promoted), "promoted");
     assert_eq!(
-        d(StatusText::RolledBack { reason: "error rate 4.1% > 1%".into() }),
+        d(StatusText::RolledBack {
+            reason: "error rate 4.1% > 1%".into()
+        }),
         "rolled back: error rate 4.1% > 1%"
     );
-    assert_eq!(d(StatusText::Plan { changes: 3, canaries: 1 }), "3 objects change · 1 as canary");
-    assert_eq!(d(StatusText::Plan { changes: 0, canaries: 0 }), "no changes");
-    let long = d(StatusText::RolledBack { reason: "latency p99 ".repeat(30) });
+    assert_eq!(
+        d(StatusText::Plan {
+            changes: 3,
+            canaries: 1
+        }),
+        "3 objects change · 1 as canary"
+    );
+    assert_eq!(
+        d(StatusText::Plan {
+            changes: 0,
+            canaries: 0
+        }),
+        "no changes"
+    );
+    let long = d(StatusText::RolledBack {
+        reason: "latency p99 ".repeat(30),
+    });
     assert!(long.chars().count() <= 140, "{long}");
     assert!(long.ends_with('…') && long.starts_with("rolled back: latency p99 latency"));
     // Multi-byte text is cut on a character boundary, lines are joined.
@@ -141,13 +169,24 @@ fn plan_comment_starts_with_its_marker_and_fits() {
         .collect::<Vec<_>>()
         .join("\n");
     let body = render_plan_comment(&p);
-    assert!(body.len() <= BODY_BUDGET && body.len() > BODY_BUDGET - 2_000, "{}", body.len());
+    assert!(
+        body.len() <= BODY_BUDGET && body.len() > BODY_BUDGET - 2_000,
+        "{}",
+        body.len()
+    );
     assert!(body.starts_with(&marker));
     let fences = body.lines().filter(|l| l.starts_with("```")).count();
     assert_eq!(fences, 2, "the open fence is closed");
     assert!(body.contains("more lines not shown"));
-    let last_plan_line = body.lines().filter(|l| l.starts_with("+ line")).last().unwrap();
-    assert!(last_plan_line.ends_with("with some text"), "cut at a line boundary");
+    let last_plan_line = body
+        .lines()
+        .filter(|l| l.starts_with("+ line"))
+        .last()
+        .unwrap();
+    assert!(
+        last_plan_line.ends_with("with some text"),
+        "cut at a line boundary"
+    );
 
     // Backticks in the plan cannot close the fence early.
     p.plan = "```\nnot the end\n".into();
@@ -200,10 +239,19 @@ fn revert_body_has_the_verdict_table() {
         compare_url: Some("https://git.example/acme/config/compare/bbbb...aaaa".into()),
     };
     let body = render_revert_body(&r);
-    assert!(body.contains("**`shop/web`** on cluster **`prod`**"), "{body}");
+    assert!(
+        body.contains("**`shop/web`** on cluster **`prod`**"),
+        "{body}"
+    );
     assert!(body.contains("| Metric | Canary | Baseline | Result | Score |"));
-    assert!(body.contains("| error-ratio | 0.041 | 0.002 | fail | 0 |"), "{body}");
-    assert!(body.contains("| latency\\|p99 | 0.12 | – | pass | 100 |"), "{body}");
+    assert!(
+        body.contains("| error-ratio | 0.041 | 0.002 | fail | 0 |"),
+        "{body}"
+    );
+    assert!(
+        body.contains("| latency\\|p99 | 0.12 | – | pass | 100 |"),
+        "{body}"
+    );
     assert!(body.contains("**Verdict:** fail, score 40/100"));
     assert!(body.contains("- `cccccccccccc` web: v2"));
     assert!(body.contains("compare/bbbb...aaaa"));

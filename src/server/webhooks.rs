@@ -358,19 +358,15 @@ pub fn router(secret: Option<WebhookSecret>, sink: mpsc::Sender<WebhookEvent>) -
     axum::Router::new()
         .route(
             "/webhooks/github",
-            axum::routing::post(
-                |State(h): State<Arc<Hooks>>, req: Request| async move {
-                    handle(&h, &GITHUB, req).await
-                },
-            ),
+            axum::routing::post(|State(h): State<Arc<Hooks>>, req: Request| async move {
+                handle(&h, &GITHUB, req).await
+            }),
         )
         .route(
             "/webhooks/gitea",
-            axum::routing::post(
-                |State(h): State<Arc<Hooks>>, req: Request| async move {
-                    handle(&h, &GITEA, req).await
-                },
-            ),
+            axum::routing::post(|State(h): State<Arc<Hooks>>, req: Request| async move {
+                handle(&h, &GITEA, req).await
+            }),
         )
         .with_state(hooks)
 }
@@ -494,7 +490,10 @@ mod tests {
             "http://127.0.0.1:3000/fledge/config.git",
             "http://token@127.0.0.1:3000/fledge/config/"
         ));
-        assert!(!same_repo("https://github.com/acme/config", "https://github.com/acme/other"));
+        assert!(!same_repo(
+            "https://github.com/acme/config",
+            "https://github.com/acme/other"
+        ));
         assert!(!same_repo("", ""));
     }
 

@@ -63,7 +63,10 @@ impl Gitea {
     /// Like [`Gitea::api`], asserting a 2xx answer.
     pub async fn api_ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (status, v) = self.api(method, path, body).await;
-        assert!((200..300).contains(&status), "Gitea {method} {path}: {status} {v}");
+        assert!(
+            (200..300).contains(&status),
+            "Gitea {method} {path}: {status} {v}"
+        );
         v
     }
 
@@ -78,11 +81,7 @@ impl Gitea {
             )
             .await;
         let clone_url = v["clone_url"].as_str().expect("clone_url").to_owned();
-        let push_url = clone_url.replacen(
-            "://",
-            &format!("://{}:{}@", self.user, self.token),
-            1,
-        );
+        let push_url = clone_url.replacen("://", &format!("://{}:{}@", self.user, self.token), 1);
         let work = tempfile::tempdir().expect("temp dir");
         git(work.path(), &["init", "-q", "-b", "main"]);
         GiteaRepo {
@@ -97,20 +96,28 @@ impl Gitea {
     /// Waits until the repository stops reading as empty after its first push.
     pub async fn wait_not_empty(&self, repo: &GiteaRepo) {
         let path = format!("/repos/{}/{}", repo.owner, repo.name);
-        eventually("the Gitea repository to read as not empty", Duration::from_secs(20), || async {
-            let (_, v) = self.api("GET", &path, None).await;
-            (v["empty"] == json!(false)).then_some(())
-        })
+        eventually(
+            "the Gitea repository to read as not empty",
+            Duration::from_secs(20),
+            || async {
+                let (_, v) = self.api("GET", &path, None).await;
+                (v["empty"] == json!(false)).then_some(())
+            },
+        )
         .await
     }
 
     /// Waits until pull request `number` is `mergeable`.
     pub async fn wait_mergeable(&self, repo: &GiteaRepo, number: u64) {
         let path = format!("/repos/{}/{}/pulls/{number}", repo.owner, repo.name);
-        eventually("the pull request to be mergeable", Duration::from_secs(30), || async {
-            let (_, v) = self.api("GET", &path, None).await;
-            (v["mergeable"] == json!(true)).then_some(())
-        })
+        eventually(
+            "the pull request to be mergeable",
+            Duration::from_secs(30),
+            || async {
+                let (_, v) = self.api("GET", &path, None).await;
+                (v["mergeable"] == json!(true)).then_some(())
+            },
+        )
         .await
     }
 
@@ -168,7 +175,12 @@ impl GiteaRepo {
     /// Pushes `branch` over HTTP with the token.
     pub fn push(&self, branch: &str) {
         let out = std::process::Command::new("git")
-            .args(["push", "-q", &self.push_url, &format!("HEAD:refs/heads/{branch}")])
+            .args([
+                "push",
+                "-q",
+                &self.push_url,
+                &format!("HEAD:refs/heads/{branch}"),
+            ])
             .current_dir(self.work())
             .output()
             .expect("git is installed");
