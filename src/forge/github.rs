@@ -230,10 +230,9 @@ impl Forge for GitHub {
         let resp = self.rest.call(Method::POST, &url, Some(&body)).await?;
         if resp.status == StatusCode::UNPROCESSABLE_ENTITY
             && super::http::api_message(&resp.body).contains("already exists")
+            && let Some(existing) = self.find_open_pull_request(&pr.head).await?
         {
-            if let Some(existing) = self.find_open_pull_request(&pr.head).await? {
-                return Ok(existing);
-            }
+            return Ok(existing);
         }
         let resp = self.rest.ok(&Method::POST, &url, resp)?;
         let pull: PullJson = self.rest.decode(&Method::POST, &url, &resp.body)?;

@@ -298,9 +298,9 @@ pub fn render_revert_body(r: &RevertReport) -> String {
     if let Some(url) = &r.compare_url {
         let _ = writeln!(tail, "**Compare:** {}\n", cell(url));
     }
-    let _ = write!(
+    let _ = writeln!(
         tail,
-        "**What next:** merge this pull request to keep the stable version, or close it and push a fix: the failed template is not applied again until git changes it. To try the same revision again after fixing its cause elsewhere, run `fledge retry -n {} {}`.\n",
+        "**What next:** merge this pull request to keep the stable version, or close it and push a fix: the failed template is not applied again until git changes it. To try the same revision again after fixing its cause elsewhere, run `fledge retry -n {} {}`.",
         inline(&r.namespace),
         inline(&r.rollout)
     );
