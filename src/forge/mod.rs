@@ -264,6 +264,10 @@ pub async fn upsert_comment(
     }
 }
 
+/// Key of the token in `tokenSecretRef` (and in `secretRef` for an inferred GitHub) when the
+/// reference names none.
+pub const DEFAULT_TOKEN_KEY: &str = "token";
+
 /// Where a repository's forge is and how to reach it, resolved from a ConfigRepo spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForgeTarget {
