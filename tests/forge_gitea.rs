@@ -215,3 +215,72 @@ async fn pull_request_flow_with_one_plan_comment() {
         .await;
     assert_eq!(forge.find_open_pull_request(branch).await.unwrap(), None);
 }
+
+/// From a ConfigRepo spec to a status in Gitea: `spec.forge.gitea` resolves, the token is read
+/// from a Secret in the control plane, and the client posts with it. A missing key is an error
+/// naming the Secret and the key, never the token.
+#[tokio::test]
+async fn config_repo_forge_spec_and_token_secret_reach_gitea() {
+    use fledge::forge::{Error, ForgeKind, ForgeTarget};
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+
+    let env = support::Env::get();
+    let client = env.client().await;
+    let ns = support::TestNamespace::new(&client, &env, "forge-token").await;
+    let gitea = Gitea::get();
+    let repo = gitea.create_repo("spec").await;
+    let sha = repo.commit(&[("clusters/prod/fledge.yaml", "resources: []\n")], "init");
+    repo.push("main");
+    gitea.wait_not_empty(&repo).await;
+
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gitea-token"},
+        "stringData": {"token": gitea.token}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let spec: fledge::crd::ConfigRepoSpec = serde_json::from_value(json!({
+        "url": repo.clone_url, "path": "clusters/prod",
+        "forge": {"gitea": {"url": gitea.url, "owner": repo.owner, "repo": repo.name,
+                            "tokenSecretRef": {"name": "gitea-token"}}}
+    }))
+    .unwrap();
+    let target = ForgeTarget::from_spec(&spec).unwrap().expect("a forge");
+    assert_eq!(target.kind, ForgeKind::Gitea);
+    let token = target.read_token(&client, &ns.name).await.unwrap();
+    let forge = target.connect(token).unwrap();
+    let status = CommitStatus::new("fledge/prod/shop/web", StatusState::Success, "promoted");
+    assert_eq!(
+        forge.set_status(&sha, &status).await.unwrap(),
+        StatusOutcome::Posted
+    );
+    assert_eq!(
+        forge
+            .latest_status(&sha, "fledge/prod/shop/web")
+            .await
+            .unwrap(),
+        Some(status)
+    );
+
+    let mut other = target.clone();
+    other.token_secret_ref = Some(fledge::crd::SecretRef {
+        name: "gitea-token".into(),
+        namespace: Some(ns.name.clone()),
+        key: Some("api-token".into()),
+    });
+    let err = other.read_token(&client, "elsewhere").await.unwrap_err();
+    assert!(matches!(err, Error::Token(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "Secret {}/gitea-token has no key api-token",
+            ns.name
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(&gitea.token));
+}

@@ -49,6 +49,9 @@ pub enum Error {
         path: String,
         retry_after: Duration,
     },
+    /// The token Secret cannot be read or lacks the key.
+    #[error("forge token: {0}")]
+    Token(String),
     /// An answer that is not what the API documents (bad JSON, too large, too many pages).
     #[error("{method} {path}: unexpected answer: {message}")]
     Decode {
@@ -63,6 +66,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
+            Error::Token(_) => "token",
             Error::Transport { .. } => "transport",
             Error::Api { status: 401, .. } | Error::Api { status: 403, .. } => "auth",
             Error::Api { status: 404, .. } => "not_found",
@@ -317,6 +321,42 @@ impl ForgeTarget {
                 token_secret_ref: spec.secret_ref.clone(),
             })),
         }
+    }
+
+    /// Reads the API token from `tokenSecretRef` (key [`DEFAULT_TOKEN_KEY`] unless the reference
+    /// names one; the Secret's namespace defaults to `default_namespace`, the agent's).
+    pub async fn read_token(
+        &self,
+        client: &kube::Client,
+        default_namespace: &str,
+    ) -> Result<Token> {
+        use k8s_openapi::api::core::v1::Secret;
+        let r = self.token_secret_ref.as_ref().ok_or_else(|| {
+            Error::Token(format!(
+                "no Secret holds the token for the {} forge",
+                self.kind
+            ))
+        })?;
+        let ns = r.namespace.as_deref().unwrap_or(default_namespace);
+        let key = r.key.as_deref().unwrap_or(DEFAULT_TOKEN_KEY);
+        let secret = kube::Api::<Secret>::namespaced(client.clone(), ns)
+            .get(&r.name)
+            .await
+            .map_err(|e| {
+                Error::Token(format!(
+                    "reading Secret {ns}/{}: {}",
+                    r.name,
+                    clean_remote_text(&crate::apply::kube_message(&e), 300, None)
+                ))
+            })?;
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| Error::Token(format!("Secret {ns}/{} has no key {key}", r.name)))?;
+        Ok(Token::new(value))
     }
 
     /// A client for this target with `token`.
