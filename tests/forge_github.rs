@@ -519,3 +519,44 @@ async fn enterprise_api_url_and_compare_links() {
         "https://github.com/octocat/Hello-World/compare/main...fledge/rollback/x"
     );
 }
+
+/// The token goes only to the configured API origin: a redirect is not followed, and a `Link`
+/// page on another origin is refused, so the other server never sees a request.
+#[tokio::test]
+async fn credentials_never_leave_the_configured_origin() {
+    let server = server().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(0)
+        .named("another origin")
+        .mount(&elsewhere)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/octocat/Hello-World/pulls"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/steal", elsewhere.uri()).as_str()),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/octocat/Hello-World/issues/1/comments"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header(
+                    "link",
+                    format!("<{}/steal?page=2>; rel=\"next\"", elsewhere.uri()).as_str(),
+                )
+                .set_body_json(json!([comment_json(1, "x")])),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let gh = client(&server);
+    let err = gh.find_open_pull_request("b").await.unwrap_err();
+    assert!(matches!(err, Error::Api { status: 302, .. }), "{err}");
+    let err = gh.list_comments(1).await.unwrap_err();
+    assert!(err.to_string().contains("another origin"), "{err}");
+}

@@ -386,14 +386,24 @@ async fn real_gitea_deliveries_are_verified() {
         )
         .await;
 
-    let (mut push_main, mut opened) = (false, false);
+    let (mut push_main, mut opened, mut synced) = (false, false, false);
+    let mut pushed_again = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !(push_main && opened) {
+    while !(push_main && opened && synced) {
+        // A second push to the pull request's branch, once it is open.
+        if opened && pushed_again.is_none() {
+            let sha = repo.commit(
+                &[("clusters/prod/a.yaml", "kind: Secret\n")],
+                "change again",
+            );
+            repo.push("feature");
+            pushed_again = Some(sha);
+        }
         let ev = tokio::time::timeout_at(deadline, s.events.recv())
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "Gitea deliveries did not arrive (push main: {push_main}, PR opened: {opened})"
+                    "Gitea deliveries did not arrive (push main: {push_main}, PR opened: {opened}, synchronized: {synced})"
                 )
             })
             .expect("channel open");
@@ -407,13 +417,22 @@ async fn real_gitea_deliveries_are_verified() {
             }
             WebhookEvent::Push(p) => assert_eq!(p.branch(), Some("feature")),
             WebhookEvent::PullRequest(p) => {
-                assert_eq!(p.action, PullRequestAction::Opened);
                 assert_eq!(Some(p.number), pr["number"].as_u64());
                 assert_eq!(
-                    (p.head_ref.as_str(), p.head_sha.as_str()),
-                    ("feature", head.as_str())
+                    (p.head_ref.as_str(), p.base_ref.as_str()),
+                    ("feature", "main")
                 );
-                opened = true;
+                match p.action {
+                    PullRequestAction::Opened => {
+                        assert_eq!(p.head_sha, head);
+                        opened = true;
+                    }
+                    PullRequestAction::Synchronize => {
+                        assert_eq!(Some(&p.head_sha), pushed_again.as_ref());
+                        synced = true;
+                    }
+                    other => panic!("unexpected action {other:?}"),
+                }
             }
         }
     }
