@@ -178,11 +178,7 @@ fn plan_comment_starts_with_its_marker_and_fits() {
     let fences = body.lines().filter(|l| l.starts_with("```")).count();
     assert_eq!(fences, 2, "the open fence is closed");
     assert!(body.contains("more lines not shown"));
-    let last_plan_line = body
-        .lines()
-        .filter(|l| l.starts_with("+ line"))
-        .last()
-        .unwrap();
+    let last_plan_line = body.lines().rfind(|l| l.starts_with("+ line")).unwrap();
     assert!(
         last_plan_line.ends_with("with some text"),
         "cut at a line boundary"
