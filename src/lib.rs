@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod failpoint;
+pub mod forge;
 pub mod labels;
 pub mod logging;
 pub mod plan;

@@ -499,7 +499,12 @@ impl InProcess {
             lease: Some(lease),
             concurrency: 8,
             drift_debounce: Duration::from_millis(300),
-            selector: Some(format!("fledge.test/agent={repo}")),
+            selector: Some(
+                controller::LabelSelector::parse(&format!("fledge.test/agent={repo}"))
+                    .expect("a valid selector"),
+            ),
+            secret_namespaces: Vec::new(),
+            workers: 4,
         };
         let agent = Agent::new(client, opts, Arc::new(Metrics::default()));
         let task = tokio::spawn(controller::run(agent.clone(), Arc::default()));

@@ -85,13 +85,36 @@ fn default_max_prune_fraction() -> f64 {
     0.5
 }
 
-/// The forge hosting the repository.
+/// The forge hosting the repository: set exactly one of `github` or `gitea`. When `forge` is
+/// unset and `url` is on `github.com`, GitHub is used with the owner and repository from the URL
+/// and the token of `secretRef`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForgeSpec {
     /// GitHub or GitHub Enterprise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubForge>,
+    /// Gitea or Forgejo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitea: Option<GiteaForge>,
+}
+
+/// A Gitea or Forgejo repository fledge reports to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GiteaForge {
+    /// Base URL of the Gitea or Forgejo server, e.g. `https://gitea.example.com` (the API is
+    /// under `/api/v1`).
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// Owner (user or organisation) of the repository.
+    #[schemars(length(min = 1))]
+    pub owner: String,
+    /// Repository name.
+    #[schemars(length(min = 1))]
+    pub repo: String,
+    /// Secret key holding the API token (default key `token`).
+    pub token_secret_ref: SecretRef,
 }
 
 /// A GitHub repository fledge reports to.
