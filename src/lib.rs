@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod labels;
+pub mod limits;
 pub mod logging;
 pub mod plan;
 pub mod render;

@@ -5,6 +5,7 @@
 
 use super::verdict::Observation;
 use crate::crd::AnalysisTemplateSpec;
+use crate::limits::AnalysisLimits;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,15 +32,22 @@ pub enum TemplateError {
     },
 }
 
-/// Escapes a value for use inside a double-quoted PromQL string (label matcher).
+/// Escapes a value for use inside a double-quoted PromQL string (label matcher). PromQL reads
+/// Go string literals: `'` and `` ` `` need no escape inside double quotes (and `\'` is an
+/// error there).
 pub fn escape(value: &str) -> String {
+    escape_in(value, '"')
+}
+
+fn escape_in(value: &str, quote: char) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\'' => out.push_str("\\'"),
-            '`' => out.push_str("\\`"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -50,15 +58,73 @@ pub fn escape(value: &str) -> String {
     out
 }
 
-/// Fills `{{ name }}` placeholders from `vars` (values escaped). Unknown names are errors.
+/// Where a placeholder sits in a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// Outside any string: only a declared `duration` or `number` may go here.
+    Bare,
+    Double,
+    Single,
+    Backtick,
+    /// After `#` to the end of the line; placeholders here follow the `Bare` rule.
+    Comment,
+}
+
+/// Is `v` a PromQL duration (`5m`, `1h30m`, `250ms`)?
+fn is_duration(v: &str) -> bool {
+    let mut rest = v;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h", "d", "w", "y"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Is `v` a plain decimal number (`3`, `-0.25`, `1e-3`)?
+fn is_number(v: &str) -> bool {
+    v.len() <= 32
+        && v.parse::<f64>().is_ok_and(f64::is_finite)
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+}
+
+/// Fills `{{ name }}` placeholders from `vars`, by context: inside a double- or single-quoted
+/// string the value is escaped as string content; inside a backtick string a value holding a
+/// backtick is refused; outside strings the placeholder must declare its type,
+/// `{{ name:duration }}` or `{{ name:number }}`, and the value must be one. A typed
+/// placeholder is checked in any context. Unknown names are errors.
 pub fn render_query(
     metric: &str,
     template: &str,
     vars: &BTreeMap<String, String>,
 ) -> Result<String, TemplateError> {
+    let bad = |message: String| TemplateError::Invalid {
+        field: "metrics",
+        message: format!("metric {metric}: {message}"),
+    };
     let mut out = String::with_capacity(template.len());
+    let mut ctx = Context::Bare;
     let mut rest = template;
-    while let Some(start) = rest.find("{{") {
+    loop {
+        let Some(start) = rest.find("{{") else {
+            scan(&mut ctx, rest);
+            out.push_str(rest);
+            break;
+        };
+        scan(&mut ctx, &rest[..start]);
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
@@ -66,21 +132,78 @@ pub fn render_query(
                 metric: metric.to_owned(),
             });
         };
-        let name = after[..end].trim();
-        match vars.get(name) {
-            Some(v) => out.push_str(&escape(v)),
-            None => {
-                return Err(TemplateError::UnknownVariable {
-                    metric: metric.to_owned(),
-                    var: name.to_owned(),
-                    known: vars.keys().cloned().collect::<Vec<_>>().join(", "),
-                });
+        let inner = after[..end].trim();
+        let (name, kind) = match inner.split_once(':') {
+            Some((n, k)) => (n.trim(), Some(k.trim())),
+            None => (inner, None),
+        };
+        let Some(value) = vars.get(name) else {
+            return Err(TemplateError::UnknownVariable {
+                metric: metric.to_owned(),
+                var: name.to_owned(),
+                known: vars.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        };
+        let shown = crate::limits::escape_controls(value);
+        match kind {
+            None => {}
+            Some("duration") if is_duration(value) => {}
+            Some("number") if is_number(value) => {}
+            Some(k @ ("duration" | "number")) => {
+                return Err(bad(format!("value {shown:?} of {{{{{name}}}}} is not a {k}")));
+            }
+            Some(k) => {
+                return Err(bad(format!(
+                    "{{{{{name}:{k}}}}}: unknown type {k:?} (use duration or number)"
+                )));
+            }
+        }
+        match (ctx, kind) {
+            (Context::Bare | Context::Comment, None) => {
+                return Err(bad(format!(
+                    "{{{{{name}}}}} is used outside a quoted string, where a value could change the query; quote it, or declare it as {{{{{name}:duration}}}} or {{{{{name}:number}}}}"
+                )));
+            }
+            (Context::Bare | Context::Comment, Some(_)) => out.push_str(value),
+            (Context::Double, _) => out.push_str(&escape_in(value, '"')),
+            (Context::Single, _) => out.push_str(&escape_in(value, '\'')),
+            (Context::Backtick, _) => {
+                if value.contains('`') {
+                    return Err(bad(format!(
+                        "value {shown:?} of {{{{{name}}}}} holds a backtick and is used in a backtick string"
+                    )));
+                }
+                out.push_str(value);
             }
         }
         rest = &after[end + 2..];
     }
-    out.push_str(rest);
+    if !matches!(ctx, Context::Bare | Context::Comment) {
+        return Err(bad("unterminated string literal".into()));
+    }
     Ok(out)
+}
+
+/// Advances the string context over literal query text.
+fn scan(ctx: &mut Context, text: &str) {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        *ctx = match (*ctx, c) {
+            (Context::Bare, '"') => Context::Double,
+            (Context::Bare, '\'') => Context::Single,
+            (Context::Bare, '`') => Context::Backtick,
+            (Context::Bare, '#') => Context::Comment,
+            (Context::Comment, '\n') => Context::Bare,
+            (Context::Double | Context::Single, '\\') => {
+                chars.next();
+                *ctx
+            }
+            (Context::Double, '"') | (Context::Single, '\'') | (Context::Backtick, '`') => {
+                Context::Bare
+            }
+            (c, _) => c,
+        };
+    }
 }
 
 /// Who is judged.
@@ -129,6 +252,8 @@ pub type Queries = Vec<(String, String, Option<String>)>;
 
 /// Checks the template and renders every query for both tracks.
 pub fn prepare(spec: &AnalysisTemplateSpec, params: &Params) -> Result<Queries, TemplateError> {
+    super::validate::validate(spec, None, None, &AnalysisLimits::default())?;
+    let max_query = AnalysisLimits::default().max_query_bytes;
     let mut seen = std::collections::BTreeSet::new();
     let canary_vars = params.vars_for(spec, &params.canary_track);
     let baseline_vars = params.vars_for(spec, &params.baseline_track);
@@ -152,6 +277,15 @@ pub fn prepare(spec: &AnalysisTemplateSpec, params: &Params) -> Result<Queries, 
             .as_ref()
             .map(|_| render_query(&m.name, &m.query, &baseline_vars))
             .transpose()?;
+        if canary.len().max(baseline.as_ref().map_or(0, String::len)) > max_query {
+            return Err(TemplateError::Invalid {
+                field: "metrics",
+                message: format!(
+                    "metric {}: query is over {max_query} bytes after substitution",
+                    m.name
+                ),
+            });
+        }
         out.push((m.name.clone(), canary, baseline));
     }
     if spec.score.marginal > spec.score.pass {
@@ -164,42 +298,214 @@ pub fn prepare(spec: &AnalysisTemplateSpec, params: &Params) -> Result<Queries, 
 }
 
 /// Runs one range query with retries; `Ok(values)` (possibly empty: no series) or the last error.
+/// Backoff is raised to [`AnalysisLimits::min_backoff`], doubles up to `max_backoff`, and the
+/// retries stop at `max_retries` or `max_retry_time`, whichever comes first.
 async fn range(
     client: &prometheus_http_query::Client,
     q: &str,
     w: Window,
     retry: Retry,
+    limits: &AnalysisLimits,
 ) -> Result<Vec<f64>, String> {
-    let mut backoff = retry.backoff;
+    let started = tokio::time::Instant::now();
+    let timeout = request_timeout(&retry, limits);
+    let waits = backoff_schedule(&retry, limits);
     let mut last = String::new();
-    for attempt in 0..=retry.retries {
+    for attempt in 0..=waits.len() {
         if attempt > 0 {
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
-        }
-        let fut = client
-            .query_range(q, w.start, w.end, w.interval.as_secs_f64().max(1.0))
-            .timeout(retry.timeout.as_millis() as i64)
-            .get();
-        match tokio::time::timeout(retry.timeout + Duration::from_secs(1), fut).await {
-            Err(_) => last = format!("timed out after {:?}", retry.timeout),
-            Ok(Err(e)) => last = e.to_string(),
-            Ok(Ok(res)) => {
-                let Some(matrix) = res.data().as_matrix() else {
-                    return Err("query did not return a range vector".into());
-                };
-                return match matrix.as_slice() {
-                    [] => Ok(vec![]),
-                    [series] => Ok(series.samples().iter().map(|s| s.value()).collect()),
-                    many => Err(format!(
-                        "query returned {} series; aggregate it to one (e.g. sum(...))",
-                        many.len()
-                    )),
-                };
+            let wait = waits[attempt - 1];
+            if started.elapsed() + wait > limits.max_retry_time {
+                last.push_str(" (retry time budget spent)");
+                break;
             }
+            tokio::time::sleep(wait).await;
+        }
+        match tokio::time::timeout(timeout, fetch(client, q, w, timeout, limits)).await {
+            Err(_) => last = format!("no complete answer within {timeout:?}"),
+            Ok(Err(Fetch::Retry(e))) => last = e,
+            Ok(Err(Fetch::Final(e))) => return Err(e),
+            Ok(Ok(values)) => return Ok(values),
         }
     }
     Err(last)
+}
+
+/// Time allowed for one request: the template's timeout, at most the budget's.
+pub fn request_timeout(retry: &Retry, limits: &AnalysisLimits) -> Duration {
+    retry
+        .timeout
+        .min(limits.request_timeout)
+        .max(Duration::from_millis(1))
+}
+
+/// The waits before each retry: the template's backoff raised to `min_backoff`, doubling up to
+/// `max_backoff`, at most `max_retries` of them, and no more than `max_retry_time` in total.
+pub fn backoff_schedule(retry: &Retry, limits: &AnalysisLimits) -> Vec<Duration> {
+    let mut waits = Vec::new();
+    let mut wait = retry.backoff.clamp(limits.min_backoff, limits.max_backoff);
+    let mut total = Duration::ZERO;
+    for _ in 0..retry.retries.min(limits.max_retries) {
+        if total + wait > limits.max_retry_time {
+            break;
+        }
+        total += wait;
+        waits.push(wait);
+        wait = wait.saturating_mul(2).min(limits.max_backoff);
+    }
+    waits
+}
+
+/// Why a query failed: worth retrying (transport, 5xx, timeouts) or not (a bad answer).
+enum Fetch {
+    Retry(String),
+    Final(String),
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<AnswerData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct Series {
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+    #[serde(default)]
+    histograms: Option<serde_json::Value>,
+}
+
+/// Remote text as it may be printed: first 300 characters, control characters escaped.
+fn remote(text: &str) -> String {
+    let cut: String = text.chars().take(300).collect();
+    crate::limits::escape_controls(&cut).into_owned()
+}
+
+/// One request: the body is read up to the budget; any non-2xx status, a body that does not
+/// parse, `status` other than `success`, any `warnings`, a result that is not one range vector
+/// of finite samples, is an error.
+async fn fetch(
+    client: &prometheus_http_query::Client,
+    q: &str,
+    w: Window,
+    timeout: Duration,
+    limits: &AnalysisLimits,
+) -> Result<Vec<f64>, Fetch> {
+    let mut response = client
+        .query_range(q, w.start, w.end, w.interval.as_secs_f64().max(1.0))
+        .timeout(timeout.as_millis() as i64)
+        .get_raw()
+        .await
+        .map_err(|e| Fetch::Retry(remote(&e.to_string())))?;
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Fetch::Retry(format!("reading the answer: {}", remote(&e.to_string()))))?
+    {
+        if body.len() + chunk.len() > limits.max_response_bytes {
+            return Err(Fetch::Final(format!(
+                "answer is over the limit of {} bytes",
+                limits.max_response_bytes
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let answer: Result<Answer, _> = serde_json::from_slice(&body);
+    if !status.is_success() {
+        let detail = match &answer {
+            Ok(Answer {
+                error: Some(e),
+                error_type,
+                ..
+            }) => format!(
+                "{}: {}",
+                remote(error_type.as_deref().unwrap_or("error")),
+                remote(e)
+            ),
+            _ => remote(&String::from_utf8_lossy(&body[..body.len().min(300)])),
+        };
+        let message = format!("HTTP {}: {detail}", status.as_u16());
+        return Err(if status.is_server_error() || status.as_u16() == 429 {
+            Fetch::Retry(message)
+        } else {
+            Fetch::Final(message)
+        });
+    }
+    let answer = answer.map_err(|e| Fetch::Final(format!("answer is not Prometheus JSON: {e}")))?;
+    if answer.status != "success" {
+        return Err(Fetch::Final(format!(
+            "Prometheus status {:?}: {}",
+            remote(&answer.status),
+            remote(answer.error.as_deref().unwrap_or("no error message"))
+        )));
+    }
+    if let Some(w) = answer.warnings.first() {
+        return Err(Fetch::Final(format!(
+            "Prometheus warned ({} warning(s)), the data may be partial: {}",
+            answer.warnings.len(),
+            remote(w)
+        )));
+    }
+    let Some(data) = answer.data else {
+        return Err(Fetch::Final("answer has no data".into()));
+    };
+    if data.result_type != "matrix" {
+        return Err(Fetch::Final(format!(
+            "query returned a {}, not a range vector",
+            remote(&data.result_type)
+        )));
+    }
+    let series = match data.result.as_slice() {
+        [] => return Ok(vec![]),
+        [one] => one,
+        many => {
+            return Err(Fetch::Final(format!(
+                "query returned {} series; aggregate it to one (e.g. sum(...))",
+                many.len()
+            )));
+        }
+    };
+    let series: Series = serde_json::from_value(series.clone())
+        .map_err(|e| Fetch::Final(format!("series is not Prometheus JSON: {e}")))?;
+    if series.histograms.is_some() {
+        return Err(Fetch::Final("query returned histogram samples, not numbers".into()));
+    }
+    if series.values.len() > limits.max_samples {
+        return Err(Fetch::Final(format!(
+            "query returned {} samples, over the limit of {}",
+            series.values.len(),
+            limits.max_samples
+        )));
+    }
+    let mut values = Vec::with_capacity(series.values.len());
+    for (_, v) in &series.values {
+        match v.parse::<f64>() {
+            Ok(f) if f.is_finite() => values.push(f),
+            _ => {
+                return Err(Fetch::Final(format!(
+                    "query returned the sample {:?}, not a finite number",
+                    remote(v)
+                )));
+            }
+        }
+    }
+    Ok(values)
 }
 
 /// Runs all queries (at most `parallel` at a time) and collects observations by metric name.
@@ -209,18 +515,19 @@ pub async fn observe(
     window: Window,
     retry: Retry,
     parallel: usize,
+    limits: &AnalysisLimits,
 ) -> Result<BTreeMap<String, Observation>, String> {
     let client = prometheus_http_query::Client::try_from(prometheus)
-        .map_err(|e| format!("invalid Prometheus address {prometheus:?}: {e}"))?;
+        .map_err(|e| format!("invalid Prometheus address: {}", remote(&e.to_string())))?;
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (_, canary, baseline)) in queries.iter().enumerate() {
         for (track, q) in [(0u8, Some(canary.clone())), (1u8, baseline.clone())] {
             let Some(q) = q else { continue };
-            let (client, sem) = (client.clone(), sem.clone());
+            let (client, sem, limits) = (client.clone(), sem.clone(), limits.clone());
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                (i, track, range(&client, &q, window, retry).await)
+                (i, track, range(&client, &q, window, retry, &limits).await)
             });
         }
     }
@@ -264,7 +571,86 @@ mod tests {
             r#"rate(x{service="web\"} or vector(1) or up{x=\""}[1m])"#
         );
         let vars = BTreeMap::from([("v".to_owned(), "a\\\"\nb".to_owned())]);
-        assert_eq!(render_query("m", "{{ v }}", &vars).unwrap(), r#"a\\\"\nb"#);
+        assert_eq!(
+            render_query("m", "\"{{ v }}\"", &vars).unwrap(),
+            r#""a\\\"\nb""#
+        );
+    }
+
+    #[test]
+    fn retries_stay_within_the_budgets() {
+        let l = AnalysisLimits::default();
+        let retry = |retries, backoff| Retry {
+            retries,
+            backoff,
+            timeout: Duration::from_secs(10),
+        };
+        // A 1 ms backoff is raised to min_backoff; 100 retries are capped to max_retries.
+        let w = backoff_schedule(&retry(100, Duration::from_millis(1)), &l);
+        assert_eq!(w.len(), l.max_retries as usize);
+        assert_eq!(w[0], l.min_backoff);
+        // Just under and just over min_backoff.
+        assert_eq!(backoff_schedule(&retry(1, l.min_backoff), &l)[0], l.min_backoff);
+        let over = l.min_backoff + Duration::from_millis(1);
+        assert_eq!(backoff_schedule(&retry(1, over), &l)[0], over);
+        // Doubling stops at max_backoff.
+        let w = backoff_schedule(&retry(3, l.max_backoff / 2), &l);
+        assert_eq!(w, [l.max_backoff / 2, l.max_backoff, l.max_backoff]);
+        assert_eq!(backoff_schedule(&retry(1, l.max_backoff * 10), &l), [l.max_backoff]);
+        // The total stays within max_retry_time: exactly at it is allowed, a step over is not.
+        let tight = AnalysisLimits {
+            max_retry_time: Duration::from_secs(3),
+            ..l.clone()
+        };
+        assert_eq!(backoff_schedule(&retry(5, Duration::from_secs(1)), &tight).len(), 2);
+        let tight = AnalysisLimits {
+            max_retry_time: Duration::from_millis(2999),
+            ..l.clone()
+        };
+        assert_eq!(backoff_schedule(&retry(5, Duration::from_secs(1)), &tight).len(), 1);
+        // The request timeout is the template's, at most request_timeout.
+        let mut r = retry(0, Duration::ZERO);
+        r.timeout = l.request_timeout;
+        assert_eq!(request_timeout(&r, &l), l.request_timeout);
+        r.timeout = l.request_timeout + Duration::from_secs(1);
+        assert_eq!(request_timeout(&r, &l), l.request_timeout);
+    }
+
+    #[test]
+    fn placeholders_are_escaped_by_context() {
+        let vars = BTreeMap::from([
+            ("v".to_owned(), "a'b`c\"d".to_owned()),
+            ("w".to_owned(), "5m".to_owned()),
+            ("n".to_owned(), "0.5".to_owned()),
+            ("bad".to_owned(), "1m])) or vector(1) #".to_owned()),
+        ]);
+        let q = |t: &str| render_query("m", t, &vars);
+        assert_eq!(q("x{a=\"{{v}}\"}").unwrap(), "x{a=\"a'b`c\\\"d\"}");
+        assert_eq!(q("x{a='{{v}}'}").unwrap(), "x{a='a\\'b`c\"d'}");
+        assert!(q("x{a=`{{v}}`}").is_err(), "a backtick value in a backtick string");
+        assert_eq!(q("rate(x[{{w:duration}}]) > {{n:number}}").unwrap(), "rate(x[5m]) > 0.5");
+        assert!(q("rate(x[{{w}}])").is_err(), "untyped outside quotes");
+        assert!(q("rate(x[{{bad:duration}}])").is_err());
+        assert!(q("x > {{bad:number}}").is_err());
+        assert!(q("x # {{bad}}").is_err(), "comments follow the bare rule");
+        assert!(q("x{a=\"unterminated}").is_err());
+        // Quotes inside strings and escapes do not confuse the context.
+        assert_eq!(q("x{a=\"\\\"'\", b=\"{{v}}\"}").unwrap(), "x{a=\"\\\"'\", b=\"a'b`c\\\"d\"}");
+    }
+
+    #[test]
+    fn query_length_budget() {
+        let l = AnalysisLimits::default();
+        let spec = |q: String| -> crate::crd::AnalysisTemplateSpec {
+            serde_json::from_value(serde_json::json!({
+                "prometheus": {"address": "http://p"},
+                "metrics": [{"name": "m", "query": q, "threshold": {"max": 1}}]
+            }))
+            .expect("spec")
+        };
+        let params = Params::default();
+        assert!(prepare(&spec("x".repeat(l.max_query_bytes)), &params).is_ok());
+        assert!(prepare(&spec("x".repeat(l.max_query_bytes + 1)), &params).is_err());
     }
 
     #[test]

@@ -61,6 +61,14 @@ pub fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     if interval < Duration::from_secs(1) {
         bail!("--interval must be at least 1s");
     }
+    // The one validation the agent runs too, with this run's interval and duration.
+    analysis::validate(
+        spec,
+        Some(interval),
+        Some(args.duration),
+        &fledge::limits::AnalysisLimits::default(),
+    )
+    .with_context(|| format!("{}", args.template.display()))?;
     let params = Params {
         service: args.service.clone(),
         namespace: args.namespace.clone(),

@@ -8,7 +8,7 @@ use crate::apply::{self, Health, Manifest};
 use crate::crd::{ConfigRepo, ConfigRepoSpec, InventoryEntry, ObjectError};
 use crate::labels::ALLOW_MASS_PRUNE_ANNOTATION;
 use crate::plan::{self, Change, PruneDecision};
-use crate::render::{Desired, FsTree, RenderErrors, RenderOptions, Scopes};
+use crate::render::{Desired, FsTree, GitTree, RenderErrors, RenderOptions, Scopes};
 
 /// A render as the agent keeps it between reconciles: compact manifests in apply order, or the
 /// render's errors.
@@ -25,7 +25,7 @@ fn compact(rendered: Result<Desired, RenderErrors>) -> Result<Vec<Arc<Manifest>>
     })
 }
 use crate::server::{CategoryLabel, ReasonLabel, RepoLabel, RepoReason, RepoState};
-use crate::source::{self, Auth, GitTree, Mirror};
+use crate::source::{self, Auth, Mirror};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
