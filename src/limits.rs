@@ -146,7 +146,10 @@ mod tests {
             ("max_dir_entries", r.max_dir_entries.to_string()),
             ("max_symlink_hops", r.max_symlink_hops.to_string()),
             ("max_response_bytes", a.max_response_bytes.to_string()),
-            ("request_timeout", format!("{}s", a.request_timeout.as_secs())),
+            (
+                "request_timeout",
+                format!("{}s", a.request_timeout.as_secs()),
+            ),
             ("max_samples", a.max_samples.to_string()),
             ("max_retries", a.max_retries.to_string()),
             ("min_backoff", format!("{}ms", a.min_backoff.as_millis())),

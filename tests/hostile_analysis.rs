@@ -55,7 +55,8 @@ async fn serve_one(mut sock: TcpStream, answer: Answer) {
             let _ = sock.write_all(body.as_bytes()).await;
         }
         Answer::Endless => {
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
             let _ = sock.write_all(head.as_bytes()).await;
             let _ = sock.write_all(br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":["#).await;
             let chunk = "[1700000000,\"0\"],".repeat(4096);
@@ -112,7 +113,16 @@ async fn analyze(url: &str, template: &std::path::Path, extra: &[&str]) -> Outco
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
         .args(["analyze", "--template"])
         .arg(template)
-        .args(["--prometheus", url, "--service", "web", "--duration", "1m", "--at", "2026-01-01T00:00:00Z"])
+        .args([
+            "--prometheus",
+            url,
+            "--service",
+            "web",
+            "--duration",
+            "1m",
+            "--at",
+            "2026-01-01T00:00:00Z",
+        ])
         .args(extra)
         .env_remove("KUBECONFIG")
         .kill_on_drop(true)
@@ -150,7 +160,11 @@ async fn no_error_or_doubt_from_prometheus_exits_zero() {
             v.join(",")
         )
     };
-    let with_warnings = healthy().replacen('{', r#"{"warnings":["PromQL info: partial response from store"],"#, 1);
+    let with_warnings = healthy().replacen(
+        '{',
+        r#"{"warnings":["PromQL info: partial response from store"],"#,
+        1,
+    );
     let cases: Vec<(&str, Answer, &str)> = vec![
         ("500 with a success body", Answer::Full(500, healthy()), "HTTP 500"),
         ("503 with a success body", Answer::Full(503, healthy()), "HTTP 503"),
@@ -183,17 +197,28 @@ async fn no_error_or_doubt_from_prometheus_exits_zero() {
         let out = analyze(&url, &template, &[]).await;
         slowest = slowest.max(out.elapsed);
         if out.code == Some(0) || out.code.is_none() {
-            problems.push(format!("{name}: exit {:?}; output:\n{}", out.code, out.output));
+            problems.push(format!(
+                "{name}: exit {:?}; output:\n{}",
+                out.code, out.output
+            ));
         }
         if !needle.is_empty() && !out.output.contains(needle) {
             problems.push(format!("{name}: output lacks {needle:?}:\n{}", out.output));
         }
         if out.output.lines().any(|l| l.starts_with("verdict: Pass")) {
-            problems.push(format!("{name}: a forged line got through:\n{}", out.output));
+            problems.push(format!(
+                "{name}: a forged line got through:\n{}",
+                out.output
+            ));
         }
     }
     eprintln!("slowest analyze run: {slowest:?}");
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,15 +226,73 @@ async fn templates_that_cannot_fail_or_inject_are_refused_before_querying() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = fake(Answer::Full(200, healthy())).await;
     let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
-        ("pass 0", TEMPLATE.replace("  onError:", "  score: {pass: 0, marginal: 0}\n  onError:"), vec![], "score.pass"),
-        ("negative pass", TEMPLATE.replace("  onError:", "  score: {pass: -5, marginal: -10}\n  onError:"), vec![], "score.pass"),
-        ("empty threshold", TEMPLATE.replace("      threshold: {max: 0.5}\n      compare: {fail: increase, tolerance: 0.1}\n", "      threshold: {}\n"), vec![], "threshold needs min or max"),
-        ("negative tolerance", TEMPLATE.replace("tolerance: 0.1", "tolerance: -1"), vec![], "tolerance"),
-        ("zero weight", TEMPLATE.replace("      query:", "      group: g\n      query:").replace("  onError:", "  groups: [{name: g, weight: 0}]\n  onError:"), vec![], "weight"),
-        ("negative weight", TEMPLATE.replace("      query:", "      group: g\n      query:").replace("  onError:", "  groups: [{name: g, weight: -3}]\n  onError:"), vec![], "weight"),
-        ("zero duration", TEMPLATE.to_owned(), vec!["--duration", "0s"], "duration"),
-        ("interval over duration", TEMPLATE.to_owned(), vec!["--interval", "5m"], "longer than the analysis duration"),
-        ("endless retries", TEMPLATE.replace("retries: 1, backoff: 100ms", "retries: 100, backoff: 1ms"), vec![], "onError.retries"),
+        (
+            "pass 0",
+            TEMPLATE.replace("  onError:", "  score: {pass: 0, marginal: 0}\n  onError:"),
+            vec![],
+            "score.pass",
+        ),
+        (
+            "negative pass",
+            TEMPLATE.replace(
+                "  onError:",
+                "  score: {pass: -5, marginal: -10}\n  onError:",
+            ),
+            vec![],
+            "score.pass",
+        ),
+        (
+            "empty threshold",
+            TEMPLATE.replace(
+                "      threshold: {max: 0.5}\n      compare: {fail: increase, tolerance: 0.1}\n",
+                "      threshold: {}\n",
+            ),
+            vec![],
+            "threshold needs min or max",
+        ),
+        (
+            "negative tolerance",
+            TEMPLATE.replace("tolerance: 0.1", "tolerance: -1"),
+            vec![],
+            "tolerance",
+        ),
+        (
+            "zero weight",
+            TEMPLATE
+                .replace("      query:", "      group: g\n      query:")
+                .replace("  onError:", "  groups: [{name: g, weight: 0}]\n  onError:"),
+            vec![],
+            "weight",
+        ),
+        (
+            "negative weight",
+            TEMPLATE
+                .replace("      query:", "      group: g\n      query:")
+                .replace(
+                    "  onError:",
+                    "  groups: [{name: g, weight: -3}]\n  onError:",
+                ),
+            vec![],
+            "weight",
+        ),
+        (
+            "zero duration",
+            TEMPLATE.to_owned(),
+            vec!["--duration", "0s"],
+            "duration",
+        ),
+        (
+            "interval over duration",
+            TEMPLATE.to_owned(),
+            vec!["--interval", "5m"],
+            "longer than the analysis duration",
+        ),
+        (
+            "endless retries",
+            TEMPLATE.replace("retries: 1, backoff: 100ms", "retries: 100, backoff: 1ms"),
+            vec![],
+            "onError.retries",
+        ),
         (
             "variable outside quotes",
             TEMPLATE.replace("[1m]", "[{{window}}]"),
@@ -235,7 +318,10 @@ async fn templates_that_cannot_fail_or_inject_are_refused_before_querying() {
         std::fs::write(&template, &text).expect("write");
         let out = analyze(&url, &template, &extra).await;
         if out.code == Some(0) || !out.output.contains(needle) {
-            problems.push(format!("{name}: exit {:?}, expected an error mentioning {needle:?}:\n{}", out.code, out.output));
+            problems.push(format!(
+                "{name}: exit {:?}, expected an error mentioning {needle:?}:\n{}",
+                out.code, out.output
+            ));
         }
     }
     // A typed variable with a proper value is accepted.
@@ -243,7 +329,15 @@ async fn templates_that_cannot_fail_or_inject_are_refused_before_querying() {
     std::fs::write(&template, TEMPLATE.replace("[1m]", "[{{window:duration}}]")).expect("write");
     let out = analyze(&url, &template, &["--set", "window=5m"]).await;
     if out.code != Some(0) {
-        problems.push(format!("typed duration 5m: exit {:?}:\n{}", out.code, out.output));
+        problems.push(format!(
+            "typed duration 5m: exit {:?}:\n{}",
+            out.code, out.output
+        ));
     }
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }

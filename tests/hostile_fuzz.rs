@@ -71,9 +71,15 @@ fn check_budgets(result: &Result<Desired, RenderErrors>) -> Result<(), TestCaseE
     if let Ok(d) = result {
         let mut total = 0usize;
         for o in &d.objects {
-            prop_assert!(depth(&o.object) <= l.max_depth + 1, "object deeper than the budget");
+            prop_assert!(
+                depth(&o.object) <= l.max_depth + 1,
+                "object deeper than the budget"
+            );
             let size = serde_json::to_vec(&o.object).map(|v| v.len()).unwrap_or(0);
-            prop_assert!(size as u64 <= l.max_object_bytes + 4096, "object of {size} bytes");
+            prop_assert!(
+                size as u64 <= l.max_object_bytes + 4096,
+                "object of {size} bytes"
+            );
             total += size;
         }
         prop_assert!(total as u64 <= l.max_output_bytes + 4096 * d.objects.len() as u64);
@@ -134,7 +140,11 @@ const NAMES: [&str; 3] = ["x", "y", "z"];
 /// One manifest object of a few kinds, names and namespaces.
 fn object() -> impl Strategy<Value = Value> {
     (0usize..3, 0usize..3, any::<bool>(), value()).prop_map(|(k, n, ns, spec)| {
-        let (av, kind) = [("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("rbac.authorization.k8s.io/v1", "ClusterRole")][k];
+        let (av, kind) = [
+            ("v1", "ConfigMap"),
+            ("apps/v1", "Deployment"),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+        ][k];
         let mut meta = json!({"name": NAMES[n]});
         if ns && kind != "ClusterRole" {
             meta["namespace"] = json!("ns");
@@ -223,9 +233,17 @@ fn deep_yaml_and_patch_nesting_are_refused_on_a_small_stack() {
     for (extra, ok) in [(l.max_depth - 1, true), (l.max_depth, false)] {
         let tree = MemTree::default().with(
             "a.yaml",
-            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a, namespace: n}}\nspec: {}\n", nest(extra)),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a, namespace: n}}\nspec: {}\n",
+                nest(extra)
+            ),
         );
         let r = render_small_stack(tree, "");
-        assert_eq!(r.is_ok(), ok, "YAML depth {} (+1 for the object): {r:?}", extra);
+        assert_eq!(
+            r.is_ok(),
+            ok,
+            "YAML depth {} (+1 for the object): {r:?}",
+            extra
+        );
     }
 }

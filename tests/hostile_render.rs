@@ -26,30 +26,77 @@ struct Run {
     max_rss_kib: i64,
 }
 
-/// Runs `fledge args…`, killing it past [`TIMEOUT`]; reaps it with `wait4` to learn its peak RSS.
+/// Runs `fledge args…` through [`rss_helper`]: a fresh process of this test binary that spawns
+/// fledge, kills it past [`TIMEOUT`] and reaps it with `wait4` to learn its peak RSS. (Spawned
+/// straight from this big test process, the child's `ru_maxrss` would include the parent's
+/// memory, which Linux folds in at `exec`.)
 fn fledge(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env("FLEDGE_CACHE_DIR", std::env::temp_dir().join("fledge-test-mirrors"))
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "rss_helper",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(HELPER_ARGS, serde_json::to_string(args).expect("args"))
+        .env(HELPER_DIR, dir.path())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("helper runs");
+    assert!(status.success(), "rss helper failed for {args:?}");
+    let read = |name: &str| {
+        let mut s = String::new();
+        let _ =
+            std::fs::File::open(dir.path().join(name)).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    };
+    let result = read("result");
+    let mut parts = result.split_whitespace();
+    let mut next = || parts.next().unwrap_or("").to_owned();
+    let (code, rss, micros, killed) = (next(), next(), next(), next());
+    let stderr = read("stderr");
+    assert!(
+        killed == "0",
+        "fledge {args:?} ran over {TIMEOUT:?} and was killed; stderr:\n{stderr}"
+    );
+    Run {
+        code: code.parse().ok(),
+        stdout: read("stdout"),
+        stderr,
+        elapsed: Duration::from_micros(micros.parse().unwrap_or(0)),
+        max_rss_kib: rss.parse().unwrap_or(i64::MAX),
+    }
+}
+
+const HELPER_ARGS: &str = "FLEDGE_RSS_HELPER_ARGS";
+const HELPER_DIR: &str = "FLEDGE_RSS_HELPER_DIR";
+
+/// Not a test of its own: the helper process of [`fledge`] (does nothing unless started by it).
+#[test]
+fn rss_helper() {
+    let (Ok(args), Ok(dir)) = (std::env::var(HELPER_ARGS), std::env::var(HELPER_DIR)) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).expect("args");
+    let dir = PathBuf::from(dir);
+    let file = |name: &str| std::fs::File::create(dir.join(name)).expect("output file");
+    let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args(&args)
+        .env_remove("KUBECONFIG")
+        .env(
+            "FLEDGE_CACHE_DIR",
+            std::env::temp_dir().join("fledge-test-mirrors"),
+        )
+        .stdin(Stdio::null())
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
         .spawn()
         .expect("fledge runs");
     let pid = child.id() as libc::pid_t;
-    let mut out_pipe = child.stdout.take().expect("piped");
-    let mut err_pipe = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out_pipe.read_to_end(&mut b);
-        b
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err_pipe.read_to_end(&mut b);
-        b
-    });
     let started = Instant::now();
     let mut status = 0;
     // SAFETY: rusage is plain data; zeroed is a valid value.
@@ -67,20 +114,23 @@ fn fledge(args: &[&str]) -> Run {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             killed = true;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
-    assert!(!killed, "fledge {args:?} ran over {TIMEOUT:?} and was killed; stderr:\n{stderr}");
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Run {
-        code,
-        stdout,
-        stderr,
-        elapsed,
-        max_rss_kib: usage.ru_maxrss,
-    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    std::fs::write(
+        dir.join("result"),
+        format!(
+            "{code} {} {} {}",
+            usage.ru_maxrss,
+            started.elapsed().as_micros(),
+            u8::from(killed)
+        ),
+    )
+    .expect("result written");
 }
 
 /// What a case expects.
@@ -131,7 +181,12 @@ fn parse_expect(text: &str) -> Expect {
 
 /// Runs one case (a repository directory) in the modes it allows; returns problems found and
 /// the worst (time, RSS) seen.
-fn run_case(name: &str, repo: &Path, expect: &Expect, stats: &mut Vec<(String, Duration, i64)>) -> Vec<String> {
+fn run_case(
+    name: &str,
+    repo: &Path,
+    expect: &Expect,
+    stats: &mut Vec<(String, Duration, i64)>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let repo_s = repo.to_str().expect("temp paths are UTF-8");
     let mut modes: Vec<(&str, Vec<String>)> = Vec::new();
@@ -161,21 +216,33 @@ fn run_case(name: &str, repo: &Path, expect: &Expect, stats: &mut Vec<(String, D
                 ));
             }
             if run.max_rss_kib > MAX_RSS_KIB {
-                problems.push(format!("{label}: peak RSS {} KiB over {MAX_RSS_KIB} KiB", run.max_rss_kib));
+                problems.push(format!(
+                    "{label}: peak RSS {} KiB over {MAX_RSS_KIB} KiB",
+                    run.max_rss_kib
+                ));
             }
             for e in &expect.errors {
                 if !run.stderr.contains(e.as_str()) {
-                    problems.push(format!("{label}: stderr lacks {e:?}; stderr was:\n{}", run.stderr));
+                    problems.push(format!(
+                        "{label}: stderr lacks {e:?}; stderr was:\n{}",
+                        run.stderr
+                    ));
                 }
             }
             for a in &expect.absent {
                 if run.stderr.contains(a.as_str()) {
-                    problems.push(format!("{label}: stderr holds {a:?}; stderr was:\n{}", run.stderr));
+                    problems.push(format!(
+                        "{label}: stderr holds {a:?}; stderr was:\n{}",
+                        run.stderr
+                    ));
                 }
             }
             for f in &expect.forged {
                 if run.stderr.lines().any(|l| l.starts_with(f.as_str())) {
-                    problems.push(format!("{label}: a line of stderr starts with {f:?}:\n{}", run.stderr));
+                    problems.push(format!(
+                        "{label}: a line of stderr starts with {f:?}:\n{}",
+                        run.stderr
+                    ));
                 }
             }
             if expect.exit != 0 && !run.stdout.is_empty() && cmd == "render" {
@@ -184,7 +251,10 @@ fn run_case(name: &str, repo: &Path, expect: &Expect, stats: &mut Vec<(String, D
             if cmd == "render" {
                 for s in &expect.stdout {
                     if !run.stdout.contains(s.as_str()) {
-                        problems.push(format!("{label}: stdout lacks {s:?}; stdout was:\n{}", run.stdout));
+                        problems.push(format!(
+                            "{label}: stdout lacks {s:?}; stdout was:\n{}",
+                            run.stdout
+                        ));
                     }
                 }
             }
@@ -220,18 +290,32 @@ fn hostile_corpus_is_refused_quickly_in_little_memory() {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 30, "the corpus has {} cases, expected at least 30", dirs.len());
+    assert!(
+        dirs.len() >= 30,
+        "the corpus has {} cases, expected at least 30",
+        dirs.len()
+    );
     let mut problems = Vec::new();
     let mut stats = Vec::new();
     for dir in &dirs {
-        let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let expect = parse_expect(&std::fs::read_to_string(dir.join("expect")).expect("expect file"));
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let expect =
+            parse_expect(&std::fs::read_to_string(dir.join("expect")).expect("expect file"));
         let repo = tempfile::tempdir().expect("tempdir");
         copy_tree(&dir.join("repo"), repo.path());
         problems.extend(run_case(&name, repo.path(), &expect, &mut stats));
     }
     report(&stats);
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 /// A temporary repository built by the test.
@@ -301,7 +385,11 @@ fn generated_hostile_repositories_are_refused_quickly_in_little_memory() {
         let r = Repo::new();
         r.write("fledge.yaml", format!("{BUNDLE}include: [bomb.yaml]\n"))
             .write("bomb.yaml", text);
-        cases.push(("alias-bombs-over-many-documents", r, expect(1, &["bomb.yaml:", "over the limit"])));
+        cases.push((
+            "alias-bombs-over-many-documents",
+            r,
+            expect(1, &["bomb.yaml:", "over the limit"]),
+        ));
     }
     // The same spread over many files.
     {
@@ -311,7 +399,11 @@ fn generated_hostile_repositories_are_refused_quickly_in_little_memory() {
         for i in 0..40 {
             r.write(&format!("bombs/b{i:02}.yaml"), doc.repeat(100));
         }
-        cases.push(("alias-bombs-over-many-files", r, expect(1, &["bombs/b", "over the limit"])));
+        cases.push((
+            "alias-bombs-over-many-files",
+            r,
+            expect(1, &["bombs/b", "over the limit"]),
+        ));
     }
 
     // 5. Diamond bundles: l0 … l24, each including the next twice.
@@ -326,14 +418,24 @@ fn generated_hostile_repositories_are_refused_quickly_in_little_memory() {
         r.write("l25/fledge.yaml", format!("{BUNDLE}include: [cm.yaml]\n"))
             .write("l25/cm.yaml", cm("leaf"))
             .write("fledge.yaml", format!("{BUNDLE}include: [l0]\n"));
-        cases.push(("diamond-bundles", r, expect(1, &["l0/fledge.yaml:3", "included more than once"])));
+        cases.push((
+            "diamond-bundles",
+            r,
+            expect(1, &["l0/fledge.yaml:3", "included more than once"]),
+        ));
     }
     // A file included twice is not a duplicate of itself.
     {
         let r = Repo::new();
-        r.write("fledge.yaml", format!("{BUNDLE}include:\n  - a.yaml\n  - ./a.yaml\n"))
-            .write("a.yaml", cm("a"));
-        let mut e = expect(1, &["a.yaml: file is included more than once (first from fledge.yaml:4)"]);
+        r.write(
+            "fledge.yaml",
+            format!("{BUNDLE}include:\n  - a.yaml\n  - ./a.yaml\n"),
+        )
+        .write("a.yaml", cm("a"));
+        let mut e = expect(
+            1,
+            &["a.yaml: file is included more than once (first from fledge.yaml:4)"],
+        );
         e.absent.push("duplicate object".into());
         cases.push(("file-included-twice", r, e));
     }
@@ -358,11 +460,23 @@ fn generated_hostile_repositories_are_refused_quickly_in_little_memory() {
         let r = Repo::new();
         let mut ops = String::new();
         for i in 0..50_001 {
-            ops.push_str(&format!("      - {{op: add, path: /data/k{i}, value: v}}\n"));
+            ops.push_str(&format!(
+                "      - {{op: add, path: /data/k{i}, value: v}}\n"
+            ));
         }
         r.write("fledge.yaml", format!("{BUNDLE}include: [cm.yaml]\npatches:\n  - target: {{kind: ConfigMap, name: x}}\n    ops:\n{ops}"))
             .write("cm.yaml", format!("{}data: {{}}\n", cm("x")));
-        cases.push(("too-many-patch-ops", r, expect(1, &["fledge.yaml:4", "patch operations in the render over the limit of 50000"])));
+        cases.push((
+            "too-many-patch-ops",
+            r,
+            expect(
+                1,
+                &[
+                    "fledge.yaml:5",
+                    "patch operations in the render over the limit of 50000",
+                ],
+            ),
+        ));
     }
 
     // 13. Git and disk oddities.
@@ -371,7 +485,11 @@ fn generated_hostile_repositories_are_refused_quickly_in_little_memory() {
         r.write("fledge.yaml", format!("{BUNDLE}include: [apps]\n"))
             .write("apps/ok.yaml", cm("ok"))
             .symlink("apps/gone.yaml", "missing.yaml");
-        cases.push(("dangling-yaml-symlink", r, expect(1, &["apps/gone.yaml", "symlink target does not exist"])));
+        cases.push((
+            "dangling-yaml-symlink",
+            r,
+            expect(1, &["apps/gone.yaml", "symlink target does not exist"]),
+        ));
     }
     {
         let r = Repo::new();
@@ -388,7 +506,10 @@ fn generated_hostile_repositories_are_refused_quickly_in_little_memory() {
         let r = Repo::new();
         r.write("fledge.yaml", format!("{BUNDLE}include: [apps]\n"))
             .write("apps/ok.yaml", cm("ok"));
-        let bad = r.path().join("apps").join(std::ffi::OsStr::from_bytes(b"bad-\xff.yaml"));
+        let bad = r
+            .path()
+            .join("apps")
+            .join(std::ffi::OsStr::from_bytes(b"bad-\xff.yaml"));
         std::fs::write(bad, cm("hidden")).expect("write");
         cases.push(("non-utf8-file-name", r, expect(1, &["apps", "not UTF-8"])));
     }
@@ -399,7 +520,12 @@ fn generated_hostile_repositories_are_refused_quickly_in_little_memory() {
         problems.extend(run_case(name, repo.path(), e, &mut stats));
     }
     report(&stats);
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 /// Writes a tree object with exactly these entries (mode, name bytes, id), duplicates allowed,
@@ -459,21 +585,41 @@ fn hostile_git_trees_are_refused_quickly_in_little_memory() {
         let blob = big(repo);
         let a = bundle(repo, &format!("{BUNDLE}include: [apps]\n"));
         let apps = raw_tree(repo, &[("120000", b"link.yaml", blob)]);
-        let a = raw_tree(repo, &[("40000", b"apps", apps), ("100644", b"fledge.yaml", a)]);
+        let a = raw_tree(
+            repo,
+            &[("40000", b"apps", apps), ("100644", b"fledge.yaml", a)],
+        );
         let b = bundle(repo, &format!("{BUNDLE}include: [big.yaml]\n"));
-        let b = raw_tree(repo, &[("100644", b"big.yaml", blob), ("100644", b"fledge.yaml", b)]);
+        let b = raw_tree(
+            repo,
+            &[("100644", b"big.yaml", blob), ("100644", b"fledge.yaml", b)],
+        );
         raw_tree(repo, &[("40000", b"a", a), ("40000", b"b", b)])
     });
     let started = Instant::now();
     let mut problems = Vec::new();
     let mut stats = Vec::new();
-    let mut link = git_only(1, &["a/apps/link.yaml", "symlink target is 734003200 bytes"]);
+    let mut link = git_only(
+        1,
+        &["a/apps/link.yaml", "symlink target is 734003200 bytes"],
+    );
     link.args = vec!["--path".into(), "a".into()];
-    problems.extend(run_case("huge-symlink-blob", huge.path(), &link, &mut stats));
-    let mut file = git_only(1, &["b/big.yaml: file is 734003200 bytes, over the limit of 4194304 bytes"]);
+    problems.extend(run_case(
+        "huge-symlink-blob",
+        huge.path(),
+        &link,
+        &mut stats,
+    ));
+    let mut file = git_only(
+        1,
+        &["b/big.yaml: file is 734003200 bytes, over the limit of 4194304 bytes"],
+    );
     file.args = vec!["--path".into(), "b".into()];
     problems.extend(run_case("huge-file-blob", huge.path(), &file, &mut stats));
-    eprintln!("700 MB blob cases (with writing the blob): {:?}", started.elapsed());
+    eprintln!(
+        "700 MB blob cases (with writing the blob): {:?}",
+        started.elapsed()
+    );
     // 13. Duplicate entries, a non-UTF-8 name, a gitlink where an include is expected.
     cases.push((
         "duplicate-tree-entries",
@@ -481,8 +627,14 @@ fn hostile_git_trees_are_refused_quickly_in_little_memory() {
             let b = bundle(repo, &format!("{BUNDLE}include: [apps]\n"));
             let one = repo.blob(cm("one").as_bytes()).expect("blob");
             let two = repo.blob(cm("two").as_bytes()).expect("blob");
-            let apps = raw_tree(repo, &[("100644", b"a.yaml", one), ("100644", b"a.yaml", two)]);
-            raw_tree(repo, &[("40000", b"apps", apps), ("100644", b"fledge.yaml", b)])
+            let apps = raw_tree(
+                repo,
+                &[("100644", b"a.yaml", one), ("100644", b"a.yaml", two)],
+            );
+            raw_tree(
+                repo,
+                &[("40000", b"apps", apps), ("100644", b"fledge.yaml", b)],
+            )
         }),
         git_only(1, &["apps", "lists \"a.yaml\" twice"]),
     ));
@@ -492,7 +644,10 @@ fn hostile_git_trees_are_refused_quickly_in_little_memory() {
             let b = bundle(repo, &format!("{BUNDLE}include: [apps]\n"));
             let one = repo.blob(cm("one").as_bytes()).expect("blob");
             let apps = raw_tree(repo, &[("100644", b"a\xff.yaml", one)]);
-            raw_tree(repo, &[("40000", b"apps", apps), ("100644", b"fledge.yaml", b)])
+            raw_tree(
+                repo,
+                &[("40000", b"apps", apps), ("100644", b"fledge.yaml", b)],
+            )
         }),
         git_only(1, &["apps", "not UTF-8"]),
     ));
@@ -500,8 +655,12 @@ fn hostile_git_trees_are_refused_quickly_in_little_memory() {
         "gitlink-as-include",
         git_case(|repo| {
             let b = bundle(repo, &format!("{BUNDLE}include:\n  - sub\n"));
-            let commit = git2::Oid::from_str("1234567890123456789012345678901234567890").expect("oid");
-            raw_tree(repo, &[("100644", b"fledge.yaml", b), ("160000", b"sub", commit)])
+            let commit =
+                git2::Oid::from_str("1234567890123456789012345678901234567890").expect("oid");
+            raw_tree(
+                repo,
+                &[("100644", b"fledge.yaml", b), ("160000", b"sub", commit)],
+            )
         }),
         git_only(1, &["fledge.yaml:4", "submodule"]),
     ));
@@ -510,9 +669,16 @@ fn hostile_git_trees_are_refused_quickly_in_little_memory() {
         git_case(|repo| {
             let b = bundle(repo, &format!("{BUNDLE}include: [apps]\n"));
             let one = repo.blob(cm("one").as_bytes()).expect("blob");
-            let commit = git2::Oid::from_str("1234567890123456789012345678901234567890").expect("oid");
-            let apps = raw_tree(repo, &[("100644", b"a.yaml", one), ("160000", b"vendor", commit)]);
-            raw_tree(repo, &[("40000", b"apps", apps), ("100644", b"fledge.yaml", b)])
+            let commit =
+                git2::Oid::from_str("1234567890123456789012345678901234567890").expect("oid");
+            let apps = raw_tree(
+                repo,
+                &[("100644", b"a.yaml", one), ("160000", b"vendor", commit)],
+            );
+            raw_tree(
+                repo,
+                &[("40000", b"apps", apps), ("100644", b"fledge.yaml", b)],
+            )
         }),
         git_only(1, &["apps/vendor", "submodule"]),
     ));
@@ -525,7 +691,10 @@ fn hostile_git_trees_are_refused_quickly_in_little_memory() {
             let up = repo.blob(b"..").expect("blob");
             let sub = raw_tree(repo, &[("100644", b"a.yaml", one), ("120000", b"up", up)]);
             let apps = raw_tree(repo, &[("40000", b"sub", sub)]);
-            raw_tree(repo, &[("40000", b"apps", apps), ("100644", b"fledge.yaml", b)])
+            raw_tree(
+                repo,
+                &[("40000", b"apps", apps), ("100644", b"fledge.yaml", b)],
+            )
         }),
         git_only(1, &["apps/sub/up", "symlink"]),
     ));
@@ -534,5 +703,10 @@ fn hostile_git_trees_are_refused_quickly_in_little_memory() {
         problems.extend(run_case(name, repo.path(), e, &mut stats));
     }
     report(&stats);
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }

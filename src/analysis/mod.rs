@@ -10,9 +10,9 @@ pub use verdict::{MetricOutcome, MetricResult, Observation, Outcome, Summary, Ve
 pub mod query;
 pub mod report;
 mod run;
-pub mod validate;
 #[cfg(test)]
 mod tests;
+pub mod validate;
 
 pub use run::{RunError, analyze, retry_policy};
 pub use validate::validate;

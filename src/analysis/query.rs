@@ -150,7 +150,9 @@ pub fn render_query(
             Some("duration") if is_duration(value) => {}
             Some("number") if is_number(value) => {}
             Some(k @ ("duration" | "number")) => {
-                return Err(bad(format!("value {shown:?} of {{{{{name}}}}} is not a {k}")));
+                return Err(bad(format!(
+                    "value {shown:?} of {{{{{name}}}}} is not a {k}"
+                )));
             }
             Some(k) => {
                 return Err(bad(format!(
@@ -484,7 +486,9 @@ async fn fetch(
     let series: Series = serde_json::from_value(series.clone())
         .map_err(|e| Fetch::Final(format!("series is not Prometheus JSON: {e}")))?;
     if series.histograms.is_some() {
-        return Err(Fetch::Final("query returned histogram samples, not numbers".into()));
+        return Err(Fetch::Final(
+            "query returned histogram samples, not numbers".into(),
+        ));
     }
     if series.values.len() > limits.max_samples {
         return Err(Fetch::Final(format!(
@@ -590,24 +594,36 @@ mod tests {
         assert_eq!(w.len(), l.max_retries as usize);
         assert_eq!(w[0], l.min_backoff);
         // Just under and just over min_backoff.
-        assert_eq!(backoff_schedule(&retry(1, l.min_backoff), &l)[0], l.min_backoff);
+        assert_eq!(
+            backoff_schedule(&retry(1, l.min_backoff), &l)[0],
+            l.min_backoff
+        );
         let over = l.min_backoff + Duration::from_millis(1);
         assert_eq!(backoff_schedule(&retry(1, over), &l)[0], over);
         // Doubling stops at max_backoff.
         let w = backoff_schedule(&retry(3, l.max_backoff / 2), &l);
         assert_eq!(w, [l.max_backoff / 2, l.max_backoff, l.max_backoff]);
-        assert_eq!(backoff_schedule(&retry(1, l.max_backoff * 10), &l), [l.max_backoff]);
+        assert_eq!(
+            backoff_schedule(&retry(1, l.max_backoff * 10), &l),
+            [l.max_backoff]
+        );
         // The total stays within max_retry_time: exactly at it is allowed, a step over is not.
         let tight = AnalysisLimits {
             max_retry_time: Duration::from_secs(3),
             ..l.clone()
         };
-        assert_eq!(backoff_schedule(&retry(5, Duration::from_secs(1)), &tight).len(), 2);
+        assert_eq!(
+            backoff_schedule(&retry(5, Duration::from_secs(1)), &tight).len(),
+            2
+        );
         let tight = AnalysisLimits {
             max_retry_time: Duration::from_millis(2999),
             ..l.clone()
         };
-        assert_eq!(backoff_schedule(&retry(5, Duration::from_secs(1)), &tight).len(), 1);
+        assert_eq!(
+            backoff_schedule(&retry(5, Duration::from_secs(1)), &tight).len(),
+            1
+        );
         // The request timeout is the template's, at most request_timeout.
         let mut r = retry(0, Duration::ZERO);
         r.timeout = l.request_timeout;
@@ -627,15 +643,24 @@ mod tests {
         let q = |t: &str| render_query("m", t, &vars);
         assert_eq!(q("x{a=\"{{v}}\"}").unwrap(), "x{a=\"a'b`c\\\"d\"}");
         assert_eq!(q("x{a='{{v}}'}").unwrap(), "x{a='a\\'b`c\"d'}");
-        assert!(q("x{a=`{{v}}`}").is_err(), "a backtick value in a backtick string");
-        assert_eq!(q("rate(x[{{w:duration}}]) > {{n:number}}").unwrap(), "rate(x[5m]) > 0.5");
+        assert!(
+            q("x{a=`{{v}}`}").is_err(),
+            "a backtick value in a backtick string"
+        );
+        assert_eq!(
+            q("rate(x[{{w:duration}}]) > {{n:number}}").unwrap(),
+            "rate(x[5m]) > 0.5"
+        );
         assert!(q("rate(x[{{w}}])").is_err(), "untyped outside quotes");
         assert!(q("rate(x[{{bad:duration}}])").is_err());
         assert!(q("x > {{bad:number}}").is_err());
         assert!(q("x # {{bad}}").is_err(), "comments follow the bare rule");
         assert!(q("x{a=\"unterminated}").is_err());
         // Quotes inside strings and escapes do not confuse the context.
-        assert_eq!(q("x{a=\"\\\"'\", b=\"{{v}}\"}").unwrap(), "x{a=\"\\\"'\", b=\"a'b`c\\\"d\"}");
+        assert_eq!(
+            q("x{a=\"\\\"'\", b=\"{{v}}\"}").unwrap(),
+            "x{a=\"\\\"'\", b=\"a'b`c\\\"d\"}"
+        );
     }
 
     #[test]

@@ -234,7 +234,8 @@ fn unkey(k: u64) -> f64 {
 /// The `k`-th smallest (1-based) of the differences `x_i - y_j`: the smallest `d` with at least
 /// `k` differences at or below it, which is itself one of the differences.
 fn kth_difference(xs: &[f64], ys: &[f64], k: u64) -> f64 {
-    let (Some(&x0), Some(&xn), Some(&y0), Some(&yn)) = (xs.first(), xs.last(), ys.first(), ys.last())
+    let (Some(&x0), Some(&xn), Some(&y0), Some(&yn)) =
+        (xs.first(), xs.last(), ys.first(), ys.last())
     else {
         return 0.0;
     };
@@ -381,7 +382,10 @@ mod tests {
             (&[5.0], &[-2.0, 8.0]),
         ];
         for (x, y) in cases {
-            let mut d: Vec<f64> = x.iter().flat_map(|a| y.iter().map(move |b| a - b)).collect();
+            let mut d: Vec<f64> = x
+                .iter()
+                .flat_map(|a| y.iter().map(move |b| a - b))
+                .collect();
             assert_eq!(pairwise_median(x, y), median(&mut d), "{x:?} {y:?}");
         }
     }

@@ -69,7 +69,10 @@ pub fn validate(
     if !(s.pass.is_finite() && s.pass > 0.0 && s.pass <= 100.0) {
         return Err(invalid(
             "score.pass",
-            format!("{} must be above 0 and at most 100 (at 0 nothing can fail)", s.pass),
+            format!(
+                "{} must be above 0 and at most 100 (at 0 nothing can fail)",
+                s.pass
+            ),
         ));
     }
     if !(s.marginal.is_finite() && s.marginal >= 0.0 && s.marginal <= 100.0) {
@@ -89,7 +92,10 @@ pub fn validate(
         if !(g.weight.is_finite() && g.weight > 0.0 && g.weight <= 100.0) {
             return Err(invalid(
                 "groups",
-                format!("group {:?}: weight {} must be above 0 and at most 100", g.name, g.weight),
+                format!(
+                    "group {:?}: weight {} must be above 0 and at most 100",
+                    g.name, g.weight
+                ),
             ));
         }
     }
@@ -102,7 +108,10 @@ pub fn validate(
             return Err(TemplateError::DuplicateMetric(m.name.clone()));
         }
         if m.query.trim().is_empty() {
-            return Err(invalid("metrics", format!("metric {:?}: empty query", m.name)));
+            return Err(invalid(
+                "metrics",
+                format!("metric {:?}: empty query", m.name),
+            ));
         }
         if !spec.groups.is_empty() {
             let g = m.group.clone().unwrap_or_else(|| "default".into());
@@ -116,23 +125,35 @@ pub fn validate(
         if m.threshold.is_none() && m.compare.is_none() {
             return Err(invalid(
                 "metrics",
-                format!("metric {:?} has neither threshold nor compare, so it can never fail", m.name),
+                format!(
+                    "metric {:?} has neither threshold nor compare, so it can never fail",
+                    m.name
+                ),
             ));
         }
         if let Some(t) = &m.threshold {
             if t.min.is_none() && t.max.is_none() {
                 return Err(invalid(
                     "metrics",
-                    format!("metric {:?}: threshold needs min or max, or it can never fail", m.name),
+                    format!(
+                        "metric {:?}: threshold needs min or max, or it can never fail",
+                        m.name
+                    ),
                 ));
             }
             if t.min.iter().chain(&t.max).any(|v| !v.is_finite()) {
-                return Err(invalid("metrics", format!("metric {:?}: threshold must be finite", m.name)));
+                return Err(invalid(
+                    "metrics",
+                    format!("metric {:?}: threshold must be finite", m.name),
+                ));
             }
             if let (Some(lo), Some(hi)) = (t.min, t.max)
                 && lo > hi
             {
-                return Err(invalid("metrics", format!("metric {:?}: threshold min {lo} is above max {hi}", m.name)));
+                return Err(invalid(
+                    "metrics",
+                    format!("metric {:?}: threshold min {lo} is above max {hi}", m.name),
+                ));
             }
         }
         if let Some(c) = &m.compare
@@ -140,14 +161,20 @@ pub fn validate(
         {
             return Err(invalid(
                 "metrics",
-                format!("metric {:?}: compare.tolerance {} must be 0 or more", m.name, c.tolerance),
+                format!(
+                    "metric {:?}: compare.tolerance {} must be 0 or more",
+                    m.name, c.tolerance
+                ),
             ));
         }
     }
     if spec.on_error.retries > limits.max_retries {
         return Err(invalid(
             "onError.retries",
-            format!("{} is over the limit of {}", spec.on_error.retries, limits.max_retries),
+            format!(
+                "{} is over the limit of {}",
+                spec.on_error.retries, limits.max_retries
+            ),
         ));
     }
     duration("onError.backoff", &spec.on_error.backoff)?;

@@ -63,13 +63,10 @@ pub fn with_tree<R>(args: &SourceArgs, f: impl FnOnce(&dyn FileTree) -> R) -> an
 fn options(args: &SourceArgs, kubeconfig: Option<&Path>) -> anyhow::Result<RenderOptions> {
     if let Some(name) = &args.name {
         // The name becomes a label value on every object: validate it as the API server would.
-        let why = render::label_value_problem(name)
-            .or_else(|| render::name_problem("ConfigRepo", name));
+        let why =
+            render::label_value_problem(name).or_else(|| render::name_problem("ConfigRepo", name));
         if let Some(why) = why {
-            bail!(
-                "--name {:?}: {why}",
-                fledge::limits::escape_controls(name)
-            );
+            bail!("--name {:?}: {why}", fledge::limits::escape_controls(name));
         }
     }
     let mut opts = RenderOptions {

@@ -76,26 +76,47 @@ fn max_nodes_counts_aliases_over_documents() {
     let tree = MemTree::default().with("a.yaml", text);
     // Count what the full file costs by finding the smallest budget that renders.
     let mut need = 1;
-    while render(&tree, "", &with(RenderLimits { max_nodes: need, ..RenderLimits::default() })).is_err() {
+    while render(
+        &tree,
+        "",
+        &with(RenderLimits {
+            max_nodes: need,
+            ..RenderLimits::default()
+        }),
+    )
+    .is_err()
+    {
         need += 1;
         assert!(need < 1000);
     }
     let e = edge(&tree, "", need as u64, |l, v| l.max_nodes = v as usize);
-    assert!(e.contains("a.yaml:") && e.contains("YAML nodes in the render"), "{e}");
+    assert!(
+        e.contains("a.yaml:") && e.contains("YAML nodes in the render"),
+        "{e}"
+    );
 }
 
 #[test]
 fn max_documents() {
-    let tree = MemTree::default().with("a.yaml", format!("{}---\n{}---\n{}", cm("a"), cm("b"), cm("c")));
+    let tree = MemTree::default().with(
+        "a.yaml",
+        format!("{}---\n{}---\n{}", cm("a"), cm("b"), cm("c")),
+    );
     let e = edge(&tree, "", 3, |l, v| l.max_documents = v as usize);
-    assert!(e.starts_with("a.yaml:9: YAML documents in the render over the limit of 2"), "{e}");
+    assert!(
+        e.starts_with("a.yaml:9: YAML documents in the render over the limit of 2"),
+        "{e}"
+    );
 }
 
 #[test]
 fn max_objects() {
     let tree = MemTree::default().with("a.yaml", format!("{}---\n{}", cm("a"), cm("b")));
     let e = edge(&tree, "", 2, |l, v| l.max_objects = v as usize);
-    assert!(e.starts_with("a.yaml:5: render produced 2 objects, over the limit of 1"), "{e}");
+    assert!(
+        e.starts_with("a.yaml:5: render produced 2 objects, over the limit of 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -104,14 +125,32 @@ fn max_object_bytes_and_max_output_bytes() {
         .with("a.yaml", format!("{}data: {{k: {}}}\n", cm("a"), "x".repeat(100)))
         .with("fledge.yaml", format!("{BUNDLE}include: [a.yaml]\npatches:\n- target: {{kind: ConfigMap, name: a}}\n  ops: [{{op: copy, from: /data, path: /copy}}]\n"));
     let mut need = 100;
-    while render(&tree, "", &with(RenderLimits { max_object_bytes: need, ..RenderLimits::default() })).is_err() {
+    while render(
+        &tree,
+        "",
+        &with(RenderLimits {
+            max_object_bytes: need,
+            ..RenderLimits::default()
+        }),
+    )
+    .is_err()
+    {
         need += 1;
         assert!(need < 2000);
     }
     let e = edge(&tree, "", need, |l, v| l.max_object_bytes = v);
     assert!(e.contains("would grow the object past the limit"), "{e}");
     let mut need = 100;
-    while render(&tree, "", &with(RenderLimits { max_output_bytes: need, ..RenderLimits::default() })).is_err() {
+    while render(
+        &tree,
+        "",
+        &with(RenderLimits {
+            max_output_bytes: need,
+            ..RenderLimits::default()
+        }),
+    )
+    .is_err()
+    {
         need += 1;
         assert!(need < 4000);
     }
@@ -123,13 +162,19 @@ fn max_object_bytes_and_max_output_bytes() {
 fn max_bundles_and_max_bundle_depth() {
     let mut tree = MemTree::default();
     for i in 0..4 {
-        tree = tree.with(&format!("b{i}/fledge.yaml"), format!("{BUNDLE}include: [../b{}]\n", i + 1));
+        tree = tree.with(
+            &format!("b{i}/fledge.yaml"),
+            format!("{BUNDLE}include: [../b{}]\n", i + 1),
+        );
     }
     let tree = tree
         .with("b4/fledge.yaml", format!("{BUNDLE}include: [a.yaml]\n"))
         .with("b4/a.yaml", cm("a"));
     let e = edge(&tree, "b0", 5, |l, v| l.max_bundles = v as usize);
-    assert!(e.starts_with("b3/fledge.yaml:3: bundles loaded in the render over the limit of 4"), "{e}");
+    assert!(
+        e.starts_with("b3/fledge.yaml:3: bundles loaded in the render over the limit of 4"),
+        "{e}"
+    );
     let e = edge(&tree, "b0", 5, |l, v| l.max_bundle_depth = v as usize);
     assert!(e.contains("bundles nest deeper than 4"), "{e}");
 }
@@ -140,7 +185,10 @@ fn max_patch_ops() {
         .with("a.yaml", cm("a"))
         .with("fledge.yaml", format!("{BUNDLE}include: [a.yaml]\npatches:\n- target: {{kind: ConfigMap, name: a}}\n  ops: [{{op: add, path: /data, value: {{}}}}, {{op: add, path: /data/k, value: v}}]\n"));
     let e = edge(&tree, "", 2, |l, v| l.max_patch_ops = v as usize);
-    assert!(e.starts_with("fledge.yaml:5: patch operations in the render over the limit of 1"), "{e}");
+    assert!(
+        e.starts_with("fledge.yaml:5: patch operations in the render over the limit of 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -166,6 +214,11 @@ fn a_directory_symlink_to_an_ancestor_is_an_error_naming_it() {
         .with("apps/sub/a.yaml", cm("a"))
         .with_symlink("apps/sub/up", "..")
         .with("fledge.yaml", format!("{BUNDLE}include: [apps]\n"));
-    let e = render(&tree, "", &RenderOptions::default()).unwrap_err().to_string();
-    assert!(e.starts_with("apps/sub/up: symlink leads back to \"apps\""), "{e}");
+    let e = render(&tree, "", &RenderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("apps/sub/up: symlink leads back to \"apps\""),
+        "{e}"
+    );
 }

@@ -111,7 +111,6 @@ pub(super) fn finish(
     out
 }
 
-
 fn string_map<'m>(meta: &'m mut Map<String, Value>, field: &str) -> &'m mut Map<String, Value> {
     let slot = meta
         .entry(field.to_owned())
@@ -121,7 +120,6 @@ fn string_map<'m>(meta: &'m mut Map<String, Value>, field: &str) -> &'m mut Map<
     }
     slot.as_object_mut().expect("just made an object")
 }
-
 
 impl Desired {
     /// A multi-document YAML stream of the objects, in order.

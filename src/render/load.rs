@@ -184,7 +184,14 @@ impl<'a> Loader<'a> {
     }
 
     pub fn load_root(&mut self, root: Root) -> Option<LoadedBundle> {
-        self.load_bundle(root, Origin { bundle: "", line: None }, &mut Vec::new())
+        self.load_bundle(
+            root,
+            Origin {
+                bundle: "",
+                line: None,
+            },
+            &mut Vec::new(),
+        )
     }
 
     fn load_bundle(
@@ -208,7 +215,10 @@ impl<'a> Loader<'a> {
             return None;
         }
         let (path, bundle) = match root {
-            Root::Implicit(dir) => (join(&dir, BUNDLE_FILE).unwrap_or_default(), Bundle::implicit()),
+            Root::Implicit(dir) => (
+                join(&dir, BUNDLE_FILE).unwrap_or_default(),
+                Bundle::implicit(),
+            ),
             Root::File(path) => {
                 let text = self.read_text(&path, from)?;
                 let (docs, errors) = yaml::parse_documents(&text, &mut self.budget);
@@ -251,7 +261,11 @@ impl<'a> Loader<'a> {
             );
         }
         if stack.len() >= self.limits.max_bundle_depth {
-            self.err(&path, None, ErrorKind::TooDeep(self.limits.max_bundle_depth));
+            self.err(
+                &path,
+                None,
+                ErrorKind::TooDeep(self.limits.max_bundle_depth),
+            );
             return None;
         }
         stack.push(path.clone());
@@ -433,9 +447,12 @@ impl<'a> Loader<'a> {
             };
             match entry {
                 Entry::Dir => {
-                    if self.walking.contains(&resolved) {
+                    let ancestor = resolved.is_empty()
+                        || dir == resolved
+                        || dir.starts_with(&format!("{resolved}/"));
+                    if self.walking.contains(&resolved) || ancestor {
                         let kind = ErrorKind::Skipped(format!(
-                            "symlink leads back to {:?}, a directory being included (a loop)",
+                            "symlink leads back to {:?}, an ancestor or a directory being included (a loop)",
                             self.tree.display(&resolved)
                         ));
                         self.err(&child, None, kind);

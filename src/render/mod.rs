@@ -24,13 +24,15 @@ mod budget_tests;
 #[cfg(test)]
 mod tests;
 
+pub use bundle::{BUNDLE_API_VERSION, BUNDLE_FILE};
 pub use canonical::{hash, kind_rank, write_canonical};
 pub use error::{ErrorKind, RenderError, RenderErrors};
-pub use scope::{Scopes, discover};
-pub use bundle::{BUNDLE_API_VERSION, BUNDLE_FILE};
 pub use git::GitTree;
+pub use scope::{Scopes, discover};
 pub use tree::{Entry, FileTree, FsTree, MemTree, join, resolve};
-pub use validate::{is_dns_label, is_dns_subdomain, key_problem, label_value_problem, name_problem};
+pub use validate::{
+    is_dns_label, is_dns_subdomain, key_problem, label_value_problem, name_problem,
+};
 
 use crate::limits::RenderLimits;
 use serde_json::Value;

@@ -56,10 +56,7 @@ fn plain(text: &str) -> Result<Value, String> {
         return Ok(Value::String(text.to_owned()));
     }
     let lower = text.to_ascii_lowercase();
-    if matches!(
-        lower.trim_start_matches(['-', '+']),
-        ".inf" | ".nan"
-    ) {
+    if matches!(lower.trim_start_matches(['-', '+']), ".inf" | ".nan") {
         return Err(format!(
             "{text} is not a finite number and cannot be sent as JSON; quote it if it is a string"
         ));
@@ -71,14 +68,18 @@ fn plain(text: &str) -> Result<Value, String> {
     }
     let digits: String = text.chars().filter(|c| *c != '_').collect();
     if let Some(n) = integer(&digits) {
-        return n.map(Value::Number).map_err(|why| format!("{text} {why}; quote it if it is a string"));
+        return n
+            .map(Value::Number)
+            .map_err(|why| format!("{text} {why}; quote it if it is a string"));
     }
     if is_float(&digits) {
         let f: f64 = digits
             .parse()
             .map_err(|_| format!("{text} is not a number"))?;
         if !f.is_finite() {
-            return Err(format!("{text} is out of range for a number; quote it if it is a string"));
+            return Err(format!(
+                "{text} is out of range for a number; quote it if it is a string"
+            ));
         }
         if f.fract() == 0.0 {
             // Go's JSON encoder (kubectl) writes an integral float as an integer.
@@ -105,21 +106,28 @@ fn integer(s: &str) -> Option<Result<Number, &'static str>> {
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
-    let (radix, digits) = if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-        (16, d)
-    } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
-        (8, d)
-    } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
-        (2, d)
-    } else if body.len() > 1 && body.starts_with('0') {
-        (8, &body[1..])
-    } else {
-        (10, body)
-    };
+    let (radix, digits) =
+        if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (16, d)
+        } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
+            (8, d)
+        } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
+            (2, d)
+        } else if body.len() > 1 && body.starts_with('0') {
+            (8, &body[1..])
+        } else {
+            (10, body)
+        };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        if radix == 8 && body.starts_with('0') && !body.starts_with("0o") && body.bytes().all(|b| b.is_ascii_digit()) {
+        if radix == 8
+            && body.starts_with('0')
+            && !body.starts_with("0o")
+            && body.bytes().all(|b| b.is_ascii_digit())
+        {
             // `09`, `0128`: not octal; kubectl falls back to reading a float. Refuse instead.
-            return Some(Err("has a leading zero but is not octal (YAML 1.1 reads 0-prefixed integers as octal)"));
+            return Some(Err(
+                "has a leading zero but is not octal (YAML 1.1 reads 0-prefixed integers as octal)",
+            ));
         }
         return None;
     }
@@ -186,25 +194,21 @@ fn is_float(s: &str) -> bool {
 /// `2001-12-14`, `2001-12-14t21:59:43.10-05:00` and the like: YAML 1.1 timestamps.
 fn is_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() >= 8
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && {
-            let rest = &s[5..];
-            let mut parts = rest.splitn(3, |c: char| c == '-' || c == 'T' || c == 't' || c == ' ');
-            let month = parts.next().unwrap_or("");
-            let day: String = parts
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            (1..=2).contains(&month.len())
-                && month.bytes().all(|c| c.is_ascii_digit())
-                && (1..=2).contains(&day.len())
-        }
+    b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && {
+        let rest = &s[5..];
+        let mut parts = rest.splitn(3, |c: char| c == '-' || c == 'T' || c == 't' || c == ' ');
+        let month = parts.next().unwrap_or("");
+        let day: String = parts
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        (1..=2).contains(&month.len())
+            && month.bytes().all(|c| c.is_ascii_digit())
+            && (1..=2).contains(&day.len())
+    }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -234,8 +238,14 @@ mod tests {
             ("a: 3.0", serde_json::json!({"a": 3})),
             ("a: 1e3", serde_json::json!({"a": 1000})),
             ("a: 0.5", serde_json::json!({"a": 0.5})),
-            ("a: 18446744073709551615", serde_json::json!({"a": 18446744073709551615u64})),
-            ("a: -9223372036854775808", serde_json::json!({"a": i64::MIN})),
+            (
+                "a: 18446744073709551615",
+                serde_json::json!({"a": 18446744073709551615u64}),
+            ),
+            (
+                "a: -9223372036854775808",
+                serde_json::json!({"a": i64::MIN}),
+            ),
             ("a: '0644'", serde_json::json!({"a": "0644"})),
             ("a: yes", serde_json::json!({"a": "yes"})),
             ("a: 1.2.3", serde_json::json!({"a": "1.2.3"})),
@@ -265,5 +275,4 @@ mod tests {
             assert!(e.starts_with("Some(2)"), "{text}: {e}");
         }
     }
-
 }

@@ -155,12 +155,17 @@ impl Scopes {
                     "CRD redefines the scope of the built-in kind {kind} (group {group:?}); the API server would refuse it"
                 ));
             }
-            if self.crds.get(&(group.to_owned(), kind.to_owned())).is_some_and(|n| *n != namespaced) {
+            if self
+                .crds
+                .get(&(group.to_owned(), kind.to_owned()))
+                .is_some_and(|n| *n != namespaced)
+            {
                 return Err(format!(
                     "another CRD in the render defines {kind} (group {group:?}) with the other scope"
                 ));
             }
-            self.crds.insert((group.to_owned(), kind.to_owned()), namespaced);
+            self.crds
+                .insert((group.to_owned(), kind.to_owned()), namespaced);
             self.insert(group, kind, namespaced);
         }
         Ok(())

@@ -186,7 +186,9 @@ impl FileTree for FsTree {
             }
             Ok(m) if m.is_dir() => Ok(Entry::Dir),
             Ok(m) if m.is_file() => Ok(Entry::File { size: m.len() }),
-            Ok(_) => Ok(Entry::Other("not a regular file, directory or symlink".into())),
+            Ok(_) => Ok(Entry::Other(
+                "not a regular file, directory or symlink".into(),
+            )),
         }
     }
 

@@ -34,8 +34,7 @@ fn is_qualified_part(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -60,8 +59,9 @@ pub fn key_problem(key: &str) -> Option<&'static str> {
 
 /// Why a label value is invalid, if it is.
 pub fn label_value_problem(v: &str) -> Option<&'static str> {
-    (!v.is_empty() && !is_qualified_part(v))
-        .then_some("must be empty or 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric")
+    (!v.is_empty() && !is_qualified_part(v)).then_some(
+        "must be empty or 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric",
+    )
 }
 
 /// Why an object name is invalid for its kind, if it is (the API server's rules: path segment
@@ -237,22 +237,41 @@ mod tests {
             ("v1", "ConfigMap", "nul\u{0}"),
             ("v1", "ConfigMap", &"x".repeat(254)),
             ("v1", "ConfigMap", &"x".repeat(64)),
-            ("v1", "ConfigMap", &format!("{0}.{0}.{0}.{1}", "x".repeat(63), "y".repeat(62))),
+            (
+                "v1",
+                "ConfigMap",
+                &format!("{0}.{0}.{0}.{1}", "x".repeat(63), "y".repeat(62)),
+            ),
             ("v1", "ConfigMap", "UPPER"),
             ("v1/../../x", "ConfigMap", "ok"),
             ("v1", "Config Map!", "ok"),
             ("v1", "Service", "1abc"),
             ("v1", "Namespace", "a.b"),
         ] {
-            assert!(check_object(&obj(av, kind, name), 1).is_err(), "{av} {kind} {name:?}");
+            assert!(
+                check_object(&obj(av, kind, name), 1).is_err(),
+                "{av} {kind} {name:?}"
+            );
         }
         for (av, kind, name) in [
             ("v1", "ConfigMap", "a.b-c"),
-            ("v1", "ConfigMap", &format!("{0}.{0}.{0}.{1}", "x".repeat(63), "y".repeat(61))),
-            ("rbac.authorization.k8s.io/v1", "ClusterRole", "system:aggregate-to-edit"),
+            (
+                "v1",
+                "ConfigMap",
+                &format!("{0}.{0}.{0}.{1}", "x".repeat(63), "y".repeat(61)),
+            ),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                "system:aggregate-to-edit",
+            ),
             ("apps/v1", "Deployment", "web"),
         ] {
-            assert_eq!(check_object(&obj(av, kind, name), 1), Ok(()), "{av} {kind} {name:?}");
+            assert_eq!(
+                check_object(&obj(av, kind, name), 1),
+                Ok(()),
+                "{av} {kind} {name:?}"
+            );
         }
     }
 

@@ -168,7 +168,10 @@ impl Builder {
                 key: Some((k, _)),
                 pointer,
                 ..
-            }) => Some(format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"))),
+            }) => Some(format!(
+                "{pointer}/{}",
+                k.replace('~', "~0").replace('/', "~1")
+            )),
             Some(Frame::Map { .. }) => None,
         }
     }
@@ -209,7 +212,12 @@ impl Builder {
                                 }
                             }
                         }
-                        _ => return Err(err(line, "merge key << takes a mapping or a list of mappings")),
+                        _ => {
+                            return Err(err(
+                                line,
+                                "merge key << takes a mapping or a list of mappings",
+                            ));
+                        }
                     },
                     Some((k, false)) => {
                         map.insert(k, built.value);
@@ -221,7 +229,10 @@ impl Builder {
                             Value::Bool(b) => b.to_string(),
                             Value::Null => "null".to_owned(),
                             _ => {
-                                return Err(err(line, "a mapping key must be a scalar, not a mapping or list"));
+                                return Err(err(
+                                    line,
+                                    "a mapping key must be a scalar, not a mapping or list",
+                                ));
                             }
                         };
                         if map.contains_key(&k) {
@@ -308,7 +319,14 @@ fn parse_document<'t>(
                 let line = e.marker().line().max(1);
                 let message = e.info();
                 let message = message.lines().next().unwrap_or("syntax error").to_owned();
-                return Step::Fatal(err(line, if message.is_empty() { "syntax error".into() } else { message }));
+                return Step::Fatal(err(
+                    line,
+                    if message.is_empty() {
+                        "syntax error".into()
+                    } else {
+                        message
+                    },
+                ));
             }
             Some(Ok(ev)) => ev,
         };
@@ -330,10 +348,13 @@ fn parse_document<'t>(
                 }
                 *index += 1;
                 if budget.documents_left == 0 {
-                    return Step::Fatal(limit(first, ErrorKind::Limit {
-                        what: "YAML documents in the render",
-                        limit: budget.max_documents as u64,
-                    }));
+                    return Step::Fatal(limit(
+                        first,
+                        ErrorKind::Limit {
+                            what: "YAML documents in the render",
+                            limit: budget.max_documents as u64,
+                        },
+                    ));
                 }
                 budget.documents_left -= 1;
                 let _ = doc_line;
@@ -403,7 +424,10 @@ fn parse_document<'t>(
             }
             Event::SequenceStart(_, anchor, tag) | Event::MappingStart(_, anchor, tag) => {
                 if b.expecting_key() {
-                    return Step::Skip(err(line, "a mapping key must be a scalar, not a mapping or list"));
+                    return Step::Skip(err(
+                        line,
+                        "a mapping key must be a scalar, not a mapping or list",
+                    ));
                 }
                 if let Some(t) = tag.as_deref()
                     && !matches!(core(t), Some("seq" | "map" | "omap"))
@@ -455,7 +479,10 @@ fn parse_document<'t>(
                 };
                 let (value, anchor, cost) = match frame {
                     Frame::Seq {
-                        items, anchor, cost, ..
+                        items,
+                        anchor,
+                        cost,
+                        ..
                     } => (Value::Array(items), anchor, cost),
                     Frame::Map {
                         mut map,
@@ -552,7 +579,12 @@ mod tests {
 
     #[test]
     fn keys_differing_only_in_type_are_duplicates() {
-        for text in ["{1: a, \"1\": b}", "{true: a, 'true': b}", "a: 1\na: 2", "{null: 1, ~: 2}"] {
+        for text in [
+            "{1: a, \"1\": b}",
+            "{true: a, 'true': b}",
+            "a: 1\na: 2",
+            "{null: 1, ~: 2}",
+        ] {
             let e = one(text).unwrap_err();
             assert!(e.contains("duplicate key"), "{text}: {e}");
         }
@@ -591,7 +623,10 @@ mod tests {
         // Just over: one more document.
         let mut budget = Budget::new(&limits);
         let (_, errors) = parse_documents(&doc.repeat(10), &mut budget);
-        assert!(matches!(errors[0].kind, ErrorKind::Limit { .. }), "{errors:?}");
+        assert!(
+            matches!(errors[0].kind, ErrorKind::Limit { .. }),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -602,7 +637,10 @@ mod tests {
         };
         let mut budget = Budget::new(&limits);
         let (_, errors) = parse_documents("a: &a {b: {c: {d: {e: 1}}}}\ne: {f: *a}\n", &mut budget);
-        assert!(matches!(errors[0].kind, ErrorKind::TooDeepYaml(5)), "{errors:?}");
+        assert!(
+            matches!(errors[0].kind, ErrorKind::TooDeepYaml(5)),
+            "{errors:?}"
+        );
         let mut budget = Budget::new(&limits);
         let (_, errors) = parse_documents("a: &a {b: {c: 1}}\ne: {f: *a}\n", &mut budget);
         assert!(errors.is_empty(), "{errors:?}");
