@@ -155,7 +155,8 @@ fn object() -> impl Strategy<Value = Value> {
 
 fn patch() -> impl Strategy<Value = Value> {
     (0usize..3, 0usize..3, proptest::collection::vec(op(), 0..8)).prop_map(|(k, n, ops)| {
-        json!({"target": {"kind": ["ConfigMap", "Deployment", "ClusterRole"][k], "name": NAMES[n]}, "ops": ops})
+        let kind = ["ConfigMap", "Deployment", "ClusterRole"][k];
+        json!({"target": {"kind": kind, "name": NAMES[n]}, "ops": ops})
     })
 }
 
