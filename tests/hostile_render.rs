@@ -84,6 +84,8 @@ fn rss_helper() {
     let args: Vec<String> = serde_json::from_str(&args).expect("args");
     let dir = PathBuf::from(dir);
     let file = |name: &str| std::fs::File::create(dir.join(name)).expect("output file");
+    // Reaped below with wait4 (for its rusage), not with Child::wait.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_fledge"))
         .args(&args)
         .env_remove("KUBECONFIG")

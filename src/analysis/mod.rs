@@ -7,6 +7,7 @@ pub mod verdict;
 
 pub use verdict::{MetricOutcome, MetricResult, Observation, Outcome, Summary, Verdict, judge};
 
+mod prometheus;
 pub mod query;
 pub mod report;
 mod run;

@@ -147,10 +147,10 @@ fn first_bad_part(v: &Value) -> String {
             Some(_) => return format!("/{key}"),
         }
     }
-    if let Some(Value::Array(items)) = v.get("include") {
-        if let Some(i) = items.iter().position(|i| !i.is_string()) {
-            return format!("/include/{i}");
-        }
+    if let Some(Value::Array(items)) = v.get("include")
+        && let Some(i) = items.iter().position(|i| !i.is_string())
+    {
+        return format!("/include/{i}");
     }
     if let Some(Value::Array(patches)) = v.get("patches") {
         for (i, p) in patches.iter().enumerate() {

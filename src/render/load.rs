@@ -522,11 +522,11 @@ impl<'a> Loader<'a> {
             }
             return;
         }
-        if value["kind"] == "CustomResourceDefinition" {
-            if let Err(message) = self.scopes.learn_crd(&value) {
-                let kind = ErrorKind::InvalidObject { doc, message };
-                return self.err(path, Some(line), kind);
-            }
+        if value["kind"] == "CustomResourceDefinition"
+            && let Err(message) = self.scopes.learn_crd(&value)
+        {
+            let kind = ErrorKind::InvalidObject { doc, message };
+            return self.err(path, Some(line), kind);
         }
         items.push(Item::Object(Raw {
             value,

@@ -196,7 +196,7 @@ fn is_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && {
         let rest = &s[5..];
-        let mut parts = rest.splitn(3, |c: char| c == '-' || c == 'T' || c == 't' || c == ' ');
+        let mut parts = rest.splitn(3, ['-', 'T', 't', ' ']);
         let month = parts.next().unwrap_or("");
         let day: String = parts
             .next()

@@ -229,10 +229,9 @@ fn shuffled_tree(order: &[usize], names: &[String]) -> MemTree {
     let mut bundle = String::from(
         "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: n\ninclude: [d]\npatches:\n",
     );
-    for i in 0..names.len().min(3) {
+    for (i, name) in names.iter().enumerate().take(3) {
         bundle.push_str(&format!(
-            "- target: {{kind: ConfigMap, name: {}}}\n  ops: [{{op: add, path: /data/p, value: '{i}'}}]\n",
-            names[i]
+            "- target: {{kind: ConfigMap, name: {name}}}\n  ops: [{{op: add, path: /data/p, value: '{i}'}}]\n"
         ));
     }
     t.with("fledge.yaml", bundle)
