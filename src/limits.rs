@@ -45,7 +45,7 @@ impl Default for RenderLimits {
             max_file_bytes: 4 << 20,
             max_total_input_bytes: 64 << 20,
             max_depth: 64,
-            max_nodes: 2_000_000,
+            max_nodes: 1_000_000,
             max_output_bytes: 128 << 20,
             max_object_bytes: 4 << 20,
             max_documents: 20_000,
