@@ -324,6 +324,19 @@ async fn templates_that_cannot_fail_or_inject_are_refused_before_querying() {
             ));
         }
     }
+    // A file of two documents is refused in plain words.
+    let template = dir.path().join("t.yaml");
+    std::fs::write(&template, format!("{TEMPLATE}---\n{TEMPLATE}")).expect("write");
+    let out = analyze(&url, &template, &[]).await;
+    if out.code == Some(0)
+        || !out.output.contains("holds 2 YAML documents")
+        || out.output.contains("from_str")
+    {
+        problems.push(format!(
+            "two documents: exit {:?}:\n{}",
+            out.code, out.output
+        ));
+    }
     // A typed variable with a proper value is accepted.
     let template = dir.path().join("t.yaml");
     std::fs::write(&template, TEMPLATE.replace("[1m]", "[{{window:duration}}]")).expect("write");
