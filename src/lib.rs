@@ -14,6 +14,7 @@ pub mod duration;
 pub mod failpoint;
 pub mod forge;
 pub mod labels;
+pub mod limits;
 pub mod logging;
 pub mod plan;
 pub mod render;
