@@ -21,7 +21,6 @@ pub mod render;
 pub mod rollout;
 pub mod server;
 pub mod source;
-pub mod text;
 
 /// Selects rustls' crypto provider for the process. Dependencies compile in more than one
 /// (aws-lc-rs and ring) and rustls refuses to guess; call this before making any client.

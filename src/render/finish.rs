@@ -26,7 +26,7 @@ pub(super) fn finish(
         let group = group_of(&api_version).to_owned();
         let kind = str_at(&obj.value, &["kind"]).to_owned();
         let name = str_at(&obj.value, &["metadata", "name"]).to_owned();
-        let namespace = str_at(&obj.value, &["metadata", "namespace"]).to_owned();
+        let mut namespace = str_at(&obj.value, &["metadata", "namespace"]).to_owned();
         let at = |kind| RenderError::at_line(obj.file.clone(), Some(obj.line), kind);
         match scopes.namespaced(&group, &kind) {
             None if namespace.is_empty() => {
@@ -36,6 +36,11 @@ pub(super) fn finish(
                     name: name.clone(),
                 }));
                 continue;
+            }
+            // A namespaced object nobody gave a namespace goes where kubectl would put it.
+            Some(true) if namespace.is_empty() => {
+                namespace = opts.default_namespace.clone();
+                obj.value["metadata"]["namespace"] = Value::String(namespace.clone());
             }
             Some(false) if !namespace.is_empty() => {
                 errors.push(at(ErrorKind::NamespaceOnClusterScoped {

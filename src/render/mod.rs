@@ -52,6 +52,9 @@ pub struct RenderOptions {
     /// The other budgets of a render (`max_file_bytes` and `max_objects` above take the
     /// smaller of the two).
     pub limits: RenderLimits,
+    /// Namespace of a namespaced object that neither its file nor any bundle gives one:
+    /// `default`, as `kubectl apply` does (the API server itself would refuse the object).
+    pub default_namespace: String,
 }
 
 impl Default for RenderOptions {
@@ -62,6 +65,7 @@ impl Default for RenderOptions {
             config_repo: None,
             scopes: Scopes::builtin(),
             limits: RenderLimits::default(),
+            default_namespace: "default".into(),
         }
     }
 }
