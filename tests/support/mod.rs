@@ -5,6 +5,8 @@
 //! and test-owned Prometheus servers.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod dataplane;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
