@@ -10,12 +10,18 @@
 //! runner leaves its processes running when it exits (as a kubelet restart leaves containers)
 //! and adopts them when it starts again, so `tests/env/down` stops the runner and then every
 //! recorded process.
+//!
+//! It also publishes the EndpointSlices of those pods (the API server refuses loopback endpoint
+//! addresses from the controller-manager): see `endpoints.rs`.
 
+mod endpoints;
 mod pod;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use pod::{Procs, Want};
 use std::collections::BTreeMap;
@@ -66,13 +72,22 @@ async fn main() -> anyhow::Result<()> {
     .boxed();
     let mut pod_events = reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client), watcher::Config::default()),
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .boxed();
+    let (services, service_writer) = reflector::store::<Service>();
+    let mut service_events = reflector(
+        service_writer,
+        watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .boxed();
+    // The slices as last applied, so that only changes are written.
+    let mut published: BTreeMap<(String, String), serde_json::Value> = BTreeMap::new();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let (mut nodes_listed, mut pods_listed) = (false, false);
+    let (mut nodes_listed, mut pods_listed, mut services_listed) = (false, false, false);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -88,6 +103,12 @@ async fn main() -> anyhow::Result<()> {
                 Some(Ok(watcher::Event::InitDone)) => pods_listed = true,
                 Some(Ok(_)) => {}
                 None => anyhow::bail!("pod watch ended"),
+            },
+            ev = service_events.next() => match ev {
+                Some(Err(e)) => log(&format!("service watch: {e}")),
+                Some(Ok(watcher::Event::InitDone)) => services_listed = true,
+                Some(Ok(_)) => {}
+                None => anyhow::bail!("service watch ended"),
             },
             _ = tick.tick() => {}
             _ = term.recv() => {
@@ -115,6 +136,44 @@ async fn main() -> anyhow::Result<()> {
                 .map(|w| (w.uid.clone(), w))
                 .collect();
             procs.reconcile(&want, log);
+            if services_listed {
+                publish(&client, &services.state(), &pods.state(), &procs, &mut published).await;
+            }
         }
     }
+}
+
+/// Applies the EndpointSlice of every Service whose slice changed since it was last applied.
+async fn publish(
+    client: &kube::Client,
+    services: &[std::sync::Arc<Service>],
+    pods: &[std::sync::Arc<Pod>],
+    procs: &Procs,
+    published: &mut BTreeMap<(String, String), serde_json::Value>,
+) {
+    let serving = procs.serving();
+    let mut seen = std::collections::HashSet::new();
+    for svc in services {
+        let Some((ns, name, obj)) = endpoints::slice_for(svc, pods, &serving) else {
+            continue;
+        };
+        let key = (ns, name);
+        seen.insert(key.clone());
+        if published.get(&key) == Some(&obj) {
+            continue;
+        }
+        let api = Api::<EndpointSlice>::namespaced(client.clone(), &key.0);
+        let pp = PatchParams::apply(endpoints::MANAGED_BY).force();
+        match api.patch(&key.1, &pp, &Patch::Apply(&obj)).await {
+            Ok(_) => {
+                let n = obj["endpoints"].as_array().map_or(0, Vec::len);
+                log(&format!("endpoints {}/{}: {n} ready", key.0, key.1));
+                published.insert(key, obj);
+            }
+            // Not recorded: tried again on the next pass.
+            Err(e) => log(&format!("endpoints {}/{}: {e}", key.0, key.1)),
+        }
+    }
+    // Slices of deleted Services go with them (owner reference); forget them.
+    published.retain(|k, _| seen.contains(k));
 }

@@ -176,6 +176,11 @@ impl Procs {
         self.running.len()
     }
 
+    /// The uids of the pods whose process runs.
+    pub fn serving(&self) -> std::collections::HashSet<String> {
+        self.running.keys().cloned().collect()
+    }
+
     /// Makes the running processes those of `want`: stops the processes of pods that are gone
     /// or changed (first, so a new pod can take a freed IP), notices processes that died, and
     /// starts what is missing.
