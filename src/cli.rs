@@ -221,15 +221,36 @@ pub struct RunArgs {
     /// How long a leader's Lease lasts without renewal before another replica takes over.
     #[arg(long, default_value = "15s")]
     pub lease_duration: String,
+    /// How long the leader keeps writing without renewing its Lease; shorter than
+    /// --lease-duration (default: 2/3 of it, 10s for 15s).
+    #[arg(long, value_name = "DURATION")]
+    pub renew_deadline: Option<String>,
+    /// Time between attempts to acquire or renew the Lease; shorter than --renew-deadline
+    /// (default: 2/15 of --lease-duration, 2s for 15s).
+    #[arg(long, value_name = "DURATION")]
+    pub retry_period: Option<String>,
     /// Identity in the Lease (default: host name and process id).
     #[arg(long)]
     pub identity: Option<String>,
     /// Concurrent requests while applying.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Only serve ConfigRepos matching this label selector (e.g. shard=a).
+    /// Only serve ConfigRepos matching this label selector, in the API server's syntax
+    /// (`shard=a`, `team!=x`, `tier in (a,b)`, `!legacy`, comma-joined).
     #[arg(long, value_name = "SELECTOR")]
     pub selector: Option<String>,
+    /// Namespaces besides --namespace where a ConfigRepo's secretRef may point (comma-separated).
+    /// ConfigRepos are cluster-scoped: by default their credentials must live in the agent's
+    /// own namespace, so creating a ConfigRepo does not grant reading any Secret of the cluster.
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    pub secret_namespaces: Vec<String>,
+    /// File holding the webhook secret (a mounted Secret). With it, `/webhooks/github` and
+    /// `/webhooks/gitea` accept deliveries signed with HMAC-SHA256; without it they are off.
+    #[arg(long, value_name = "FILE", env = "FLEDGE_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// ConfigRepos reconciled at once (one slow repository never stalls the others).
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
     /// Install or update fledge's CRDs at start.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub install_crds: bool,

@@ -24,3 +24,21 @@ pub const PRUNE_ANNOTATION: &str = "fledge.dev/prune";
 
 /// Annotation on a `ConfigRepo` that allows pruning more than `maxPruneFraction` in one go.
 pub const ALLOW_MASS_PRUNE_ANNOTATION: &str = "fledge.dev/allow-mass-prune";
+
+/// Annotation on a Deployment: sha256 of the pod template (`spec.template`) it runs. Sync and
+/// the rollout engine compare it with git's to tell a template change from any other change.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "fledge.dev/template-hash";
+
+/// Annotation choosing how an object is applied: `run-once` (applied, then left alone until git
+/// changes it: gone from the cluster with the same content is done, not drift; Jobs behave so
+/// without it).
+pub const APPLY_POLICY_ANNOTATION: &str = "fledge.dev/apply-policy";
+
+/// Field manager sync uses to record a template hand-off on a Rollout's status.
+pub const HANDOFF_FIELD_MANAGER: &str = "fledge-sync";
+
+/// Field manager of the rollout engine (canary, baseline, the stable template, route weights).
+pub const ROLLOUT_FIELD_MANAGER: &str = "fledge-rollout";
+
+/// Label selector (the `kube` syntax) for objects a ConfigRepo manages.
+pub const MANAGED_SELECTOR: &str = CONFIG_REPO_LABEL;

@@ -1,9 +1,11 @@
 //! The git source against real repositories made in the test: a bare "remote" and a clone that
 //! pushes to it, read through fledge's mirror (file:// URLs), by branch, by old revision, after
-//! new pushes (incremental fetch), with a symlink escaping the tree, and unreachable remotes.
+//! new pushes (incremental fetch), with a symlink escaping the tree, and unreachable remotes;
+//! credentials kept to their host across a redirect, redacted errors, and a stalling remote that
+//! must time out without holding the async reactor (servers written here, on loopback).
 
 use fledge::render::{self, RenderOptions};
-use fledge::source::{self, Auth, GitTree, Mirror, Reason};
+use fledge::source::{self, Auth, GitTree, Mirror, Reason, RemoteOptions};
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -259,26 +261,6 @@ fn an_unknown_revision_names_the_ref() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn fetch_async_runs_off_the_reactor() {
-    let remote = Remote::new();
-    let cache = tempfile::tempdir().unwrap();
-    // A timer on the single worker keeps ticking while the blocking fetch runs elsewhere.
-    let ticker = tokio::spawn(async {
-        let mut ticks = 0;
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            ticks += 1;
-        }
-        ticks
-    });
-    let sha = source::fetch_async(cache.path().to_owned(), remote.url(), Auth::None, None)
-        .await
-        .unwrap();
-    assert_eq!(sha, git(&remote.work, &["rev-parse", "HEAD"]));
-    assert_eq!(ticker.await.unwrap(), 5);
-}
-
 #[test]
 fn the_watcher_signals_changes_and_render_watch_re_renders() {
     let dir = tempfile::tempdir().unwrap();
@@ -403,4 +385,232 @@ fn a_remote_whose_head_points_nowhere_names_its_branches() {
     );
     // Naming the branch works.
     assert!(mirror.resolve("main").is_ok());
+}
+
+/// A tiny HTTP server on `ip` answering every request with `respond(request head)`; returns its
+/// port and the request heads it saw.
+fn http_server(
+    ip: &str,
+    respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let respond = std::sync::Arc::new(respond);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let (log, respond) = (log.clone(), respond.clone());
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    buf.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let answer = respond(&head);
+                log.lock().unwrap().push(head);
+                let _ = stream.write_all(&answer);
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn authorizations(seen: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .flat_map(|h| h.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .collect()
+}
+
+const UNAUTHORIZED: &[u8] = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// Issue 11 #16: 127.0.0.1 redirected to 127.0.0.2, which answered 401 and received the token.
+/// Credentials go only to the configured scheme, host and port.
+#[test]
+fn the_token_never_follows_a_redirect_to_another_host() {
+    let token = "s3cr3t-token-abc";
+    let (other, other_seen) = http_server("127.0.0.2", |_| UNAUTHORIZED.to_vec());
+    let (configured, _) = http_server("127.0.0.1", move |_| {
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:{other}/org/repo.git/info/refs?service=git-upload-pack\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{configured}/org/repo.git");
+    let err = Mirror::open(cache.path(), &url)
+        .unwrap()
+        .fetch_with(&RemoteOptions::new(Auth::Token(token.into())))
+        .unwrap_err();
+    assert!(
+        !other_seen.lock().unwrap().is_empty(),
+        "the redirect was followed (else this test proves nothing)"
+    );
+    assert_eq!(
+        authorizations(&other_seen),
+        Vec::<String>::new(),
+        "token sent to the other host"
+    );
+    assert_eq!(err.reason, Reason::Auth, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("refusing to send credentials to http://127.0.0.2"),
+        "{msg}"
+    );
+    assert!(!msg.contains(token), "{msg}");
+
+    // Control: the same server, configured, does receive the token (so the check above can fail).
+    let direct = format!("http://127.0.0.2:{other}/org/repo.git");
+    let _ = Mirror::open(cache.path(), &direct)
+        .unwrap()
+        .fetch_with(&RemoteOptions::new(Auth::Token(token.into())))
+        .unwrap_err();
+    assert!(
+        !authorizations(&other_seen).is_empty(),
+        "the configured host gets the token"
+    );
+}
+
+/// Error text from libgit2 and from the remote is redacted and has control characters escaped.
+#[test]
+fn remote_error_text_is_redacted_and_escaped() {
+    // A smart-HTTP server that answers with an error line carrying a newline and an escape.
+    let (port, _) = http_server("127.0.0.1", |_| {
+        let pkt = |s: &str| format!("{:04x}{s}", s.len() + 4);
+        let body = format!(
+            "{}0000{}",
+            pkt("# service=git-upload-pack\n"),
+            pkt("ERR denied\nerror: forged line \u{1b}[2J token=s3cr3t-abc")
+        );
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("http://user:pw-s3cr3t@127.0.0.1:{port}/org/repo.git?private_token=q-s3cr3t");
+    let err = Mirror::open(cache.path(), &url)
+        .unwrap()
+        .fetch_with(&RemoteOptions::new(Auth::Token("s3cr3t-abc".into())))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("denied"),
+        "the remote's message is kept: {msg}"
+    );
+    assert!(!msg.contains('\n') && !msg.contains('\u{1b}'), "{msg:?}");
+    assert!(!msg.contains("s3cr3t"), "{msg}");
+
+    // URLs libgit2 cannot even parse keep their credentials out of the message too.
+    for bad in [
+        "https://user:p@ss-s3cr3t@[::1/x",
+        "http//user:pa/ss-s3cr3t@host/x",
+        "user:pw-s3cr3t@host:path\u{7}",
+    ] {
+        let msg = match Mirror::open(cache.path(), bad).and_then(|m| m.fetch(&Auth::None)) {
+            Ok(_) => panic!("{bad} fetched"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!msg.contains("s3cr3t") && !msg.contains('\u{7}'), "{msg:?}");
+    }
+}
+
+/// A remote that accepts the connection and never answers: the fetch ends with a timeout.
+#[test]
+fn a_stalling_remote_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s); // accepted, never answered
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/org/repo.git");
+    let start = std::time::Instant::now();
+    let err = Mirror::open(cache.path(), &url)
+        .unwrap()
+        .fetch_with(&RemoteOptions::new(Auth::None).with_timeout(Duration::from_secs(2)))
+        .unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.reason, Reason::Timeout, "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+/// The agent's path for blocking git work: [`source::blocking`] / [`source::fetch_async_with`].
+/// On a current-thread runtime a ticking task must keep ticking while a fetch to a stalling
+/// remote runs; if libgit2 ran on the reactor, no tick would happen until it returned. (Checked:
+/// with `blocking` running the closure inline, this test fails with 0 ticks.)
+#[tokio::test(flavor = "current_thread")]
+async fn git_work_never_blocks_the_reactor() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s);
+        }
+    });
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = ticks.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    tokio::task::yield_now().await;
+    let cache = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let before = ticks.load(std::sync::atomic::Ordering::SeqCst);
+    let err = source::fetch_async_with(
+        cache.path().to_owned(),
+        format!("http://127.0.0.1:{port}/org/repo.git"),
+        RemoteOptions::new(Auth::None).with_timeout(Duration::from_millis(1500)),
+        None,
+    )
+    .await
+    .unwrap_err();
+    let during = ticks.load(std::sync::atomic::Ordering::SeqCst) - before;
+    let took = start.elapsed();
+    ticker.abort();
+    assert_eq!(err.reason, Reason::Timeout, "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // ~150 ticks in 1.5 s; a third of that is plenty to tell from 0.
+    assert!(
+        during >= 50,
+        "only {during} ticks in {took:?}: git blocked the reactor"
+    );
+
+    // The wrapper itself gives up at its timeout even when the closure does not.
+    let started = std::time::Instant::now();
+    let r = source::blocking(Duration::from_millis(200), || {
+        std::thread::sleep(Duration::from_secs(2));
+    })
+    .await;
+    assert_eq!(
+        r,
+        Err(source::BlockingError::TimedOut(Duration::from_millis(200)))
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // And a successful fetch still comes back with the commit.
+    let remote = Remote::new();
+    let sha = source::fetch_async_with(
+        cache.path().to_owned(),
+        remote.url(),
+        RemoteOptions::new(Auth::None),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sha, git(&remote.work, &["rev-parse", "HEAD"]));
 }

@@ -6,23 +6,26 @@
 
 mod health;
 mod live;
+mod manifest;
 
 pub use health::{Health, health};
 pub use live::{LiveView, OnChange};
+pub use manifest::{Manifest, Seen, live_of_meta, managed_marker};
 
-use crate::labels::{CONFIG_REPO_LABEL, CONTENT_HASH_ANNOTATION, FIELD_MANAGER, PRUNE_ANNOTATION};
-use crate::plan::Live;
-use crate::render::{ObjectKey, RenderedObject, kind_rank};
+use crate::labels::FIELD_MANAGER;
+use crate::render::kind_rank;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::Scope;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
+
+/// How long a CRD applied by a sync may take to be Established.
+pub const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Error categories (a fixed set: used as metric labels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,60 +93,6 @@ pub fn kube_message(e: &kube::Error) -> String {
 /// Whether an error means the API server is unreachable (worth a retry, not a report per object).
 pub fn is_unavailable(e: &ApplyError) -> bool {
     e.category == Category::Unavailable
-}
-
-/// A desired object as the agent keeps it between reconciles: its identity and content hash for
-/// the plan, and the compact JSON body (content-hash annotation included) that apply sends. A
-/// tenth of the memory of the rendered value tree, which matters at 10,000 objects.
-#[derive(Debug)]
-pub struct Manifest {
-    pub key: ObjectKey,
-    pub api_version: String,
-    pub hash: String,
-    body: Box<RawValue>,
-}
-
-impl Manifest {
-    /// Consumes a rendered object.
-    pub fn from_rendered(o: RenderedObject) -> Manifest {
-        let RenderedObject {
-            key,
-            api_version,
-            mut object,
-            hash,
-            ..
-        } = o;
-        object["metadata"]["annotations"][CONTENT_HASH_ANNOTATION] = Value::String(hash.clone());
-        let body = serde_json::value::to_raw_value(&object).expect("a JSON value serializes");
-        Manifest {
-            key,
-            api_version,
-            hash,
-            body,
-        }
-    }
-
-    /// A copy of a rendered object.
-    pub fn of(o: &RenderedObject) -> Manifest {
-        Manifest::from_rendered(o.clone())
-    }
-
-    /// The JSON sent to the API server.
-    pub fn body(&self) -> &RawValue {
-        &self.body
-    }
-}
-
-impl crate::plan::Planned for Manifest {
-    fn key(&self) -> &ObjectKey {
-        &self.key
-    }
-    fn api_version(&self) -> &str {
-        &self.api_version
-    }
-    fn hash(&self) -> &str {
-        &self.hash
-    }
 }
 
 /// A resolved kind.
@@ -278,7 +227,9 @@ impl Cluster {
     }
 
     /// Applies `objects` (`(index, manifest, force)`) in waves of equal kind rank, each wave
-    /// with bounded concurrency. CRDs are waited for (Established) before the next wave.
+    /// with bounded concurrency. CRDs are waited for (Established) before the next wave; a CRD
+    /// that does not get there is a failure of that CRD. Every object gets a result: one whose
+    /// worker died (a panic) is reported as failed, never silently dropped.
     pub async fn apply_all(
         &self,
         objects: Vec<(usize, Arc<Manifest>, bool)>,
@@ -286,6 +237,7 @@ impl Cluster {
         live: Option<&Arc<LiveView>>,
     ) -> Vec<(usize, Result<Seen, ApplyError>)> {
         let mut waves: BTreeMap<u8, Vec<(usize, Arc<Manifest>, bool)>> = BTreeMap::new();
+        let expected: Vec<usize> = objects.iter().map(|o| o.0).collect();
         for o in objects {
             let rank = kind_rank(&o.1.key.group, &o.1.key.kind);
             waves.entry(rank).or_default().push(o);
@@ -303,7 +255,7 @@ impl Cluster {
                 workers.spawn(async move {
                     let mut done = Vec::new();
                     loop {
-                        let next = queue.lock().expect("apply queue").next();
+                        let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
                         let Some((i, manifest, force)) = next else {
                             break;
                         };
@@ -328,13 +280,30 @@ impl Cluster {
             }
             let mut crds = Vec::new();
             while let Some(finished) = workers.join_next().await {
-                for (i, res, crd) in finished.unwrap_or_default() {
-                    crds.extend(crd);
-                    results.push((i, res));
+                match finished {
+                    Ok(list) => {
+                        for (i, res, crd) in list {
+                            crds.extend(crd.map(|c| (i, c)));
+                            results.push((i, res));
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "an apply worker died"),
                 }
             }
             if !crds.is_empty() {
-                self.wait_established(&crds, Duration::from_secs(60)).await;
+                let names: Vec<String> = crds.iter().map(|(_, n)| n.clone()).collect();
+                let late = self.wait_established(&names, CRD_ESTABLISHED_TIMEOUT).await;
+                for (i, name) in crds.iter().filter(|(_, n)| late.contains(n)) {
+                    if let Some(slot) = results.iter_mut().find(|(j, _)| j == i) {
+                        slot.1 = Err(ApplyError {
+                            category: Category::Unavailable,
+                            message: format!(
+                                "CustomResourceDefinition {name} was not Established within {}s",
+                                CRD_ESTABLISHED_TIMEOUT.as_secs()
+                            ),
+                        });
+                    }
+                }
                 self.forget_kinds().await;
             }
             tracing::debug!(
@@ -344,15 +313,29 @@ impl Cluster {
                 "applied wave"
             );
         }
+        for i in expected {
+            if !results.iter().any(|(j, _)| *j == i) {
+                results.push((
+                    i,
+                    Err(ApplyError {
+                        category: Category::Other,
+                        message: "the apply worker handling this object died (see the agent's log)"
+                            .into(),
+                    }),
+                ));
+            }
+        }
         results.sort_by_key(|(i, _)| *i);
         results
     }
 
-    async fn wait_established(&self, names: &[String], timeout: Duration) {
+    /// Waits until the named CRDs are Established; returns those that were not in time.
+    async fn wait_established(&self, names: &[String], timeout: Duration) -> Vec<String> {
         let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(self.client.clone());
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut late = Vec::new();
         for name in names {
-            while tokio::time::Instant::now() < deadline {
+            loop {
                 let established = api
                     .get_opt(name)
                     .await
@@ -367,9 +350,14 @@ impl Cluster {
                 if established {
                     break;
                 }
+                if tokio::time::Instant::now() >= deadline {
+                    late.push(name.clone());
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        late
     }
 
     /// Deletes an object (background propagation). Absent objects are fine.
@@ -393,58 +381,3 @@ impl Cluster {
     }
 }
 
-/// What a sync keeps of a live object: the plan's view (drift marker included) and the health.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub live: Live,
-    pub health: (Health, String),
-}
-
-impl Seen {
-    /// A live object known by its metadata only (kinds without a health rule: present is healthy).
-    pub fn of_meta(meta: &kube::api::ObjectMeta, repo: &str) -> Seen {
-        Seen {
-            live: live_of_meta(meta, repo),
-            health: (Health::Healthy, String::new()),
-        }
-    }
-
-    /// A whole live object: its health judged when its kind has a rule.
-    pub fn of(obj: &DynamicObject, repo: &str) -> Seen {
-        let kind = obj.types.as_ref().map_or("", |t| t.kind.as_str());
-        let mut seen = Seen::of_meta(&obj.metadata, repo);
-        if health::has_rule(kind)
-            && let Ok(v) = serde_json::to_value(obj)
-        {
-            seen.health = health::health(&v);
-        }
-        seen
-    }
-}
-
-/// `g<generation>` or `r<resourceVersion>` from metadata.
-fn marker_of_meta(meta: &kube::api::ObjectMeta) -> String {
-    match meta.generation {
-        Some(g) if g > 0 => format!("g{g}"),
-        _ => format!("r{}", meta.resource_version.clone().unwrap_or_default()),
-    }
-}
-
-/// The plan's view of a live object, from its metadata.
-pub fn live_of_meta(meta: &kube::api::ObjectMeta, repo: &str) -> Live {
-    let annotations = meta.annotations.as_ref();
-    Live {
-        hash: annotations
-            .and_then(|a| a.get(CONTENT_HASH_ANNOTATION))
-            .cloned(),
-        marker: marker_of_meta(meta),
-        prune_disabled: annotations
-            .and_then(|a| a.get(PRUNE_ANNOTATION))
-            .is_some_and(|v| v == "disabled"),
-        labelled: meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(CONFIG_REPO_LABEL))
-            .is_some_and(|v| v == repo),
-    }
-}

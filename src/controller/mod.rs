@@ -2,13 +2,24 @@
 //! each on its interval, when its spec changes, and when one of its managed objects is changed
 //! by someone else (the live view's watches), and stands down when it loses the Lease.
 
+mod events;
+mod fetch;
 pub mod inventory;
 mod leader;
-mod queue;
+pub mod queue;
 mod reconcile;
+mod report;
+pub mod selector;
 pub mod status;
+mod steps;
+#[cfg(test)]
+mod tests;
 
+pub use events::{Events, Kind as EventKind, Note as EventNote};
+pub use fetch::{GIT_TIMEOUT, fetch_backoff};
 pub use leader::LeaseConfig;
+pub use reconcile::{SyncError, interval, policy, requeue};
+pub use selector::LabelSelector;
 
 use crate::apply::{Cluster, LiveView, OnChange};
 use crate::crd::ConfigRepo;
@@ -17,7 +28,6 @@ use crate::server::Metrics;
 use futures_util::StreamExt;
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use queue::Queue;
 use std::collections::{BTreeSet, HashMap};
@@ -41,7 +51,11 @@ pub struct AgentOptions {
     /// Delay before reconciling after a managed object changed (coalesces bursts).
     pub drift_debounce: Duration,
     /// Only ConfigRepos matching this label selector (shard agents, or isolate tests).
-    pub selector: Option<String>,
+    pub selector: Option<LabelSelector>,
+    /// Namespaces besides the agent's own where a ConfigRepo's `secretRef` may point.
+    pub secret_namespaces: Vec<String>,
+    /// ConfigRepos reconciled at once (each key by one worker at a time).
+    pub workers: usize,
 }
 
 /// The agent: shared by its tasks.
@@ -50,10 +64,10 @@ pub struct Agent {
     pub cluster: Cluster,
     pub opts: AgentOptions,
     pub metrics: Arc<Metrics>,
-    recorder: Recorder,
-    sources: Mutex<HashMap<String, reconcile::SourceCache>>,
+    events: Events,
+    sources: Mutex<HashMap<String, fetch::SourceCache>>,
     scopes: Mutex<Option<(Instant, Scopes)>>,
-    queue: Arc<Queue>,
+    queue: Arc<Queue<String>>,
     /// Watches of the managed kinds: the live view reconciles plan against.
     pub live: Arc<LiveView>,
     /// Generation last reconciled per repo (status-only updates do not requeue).
@@ -65,27 +79,21 @@ pub struct Agent {
 impl Agent {
     pub fn new(client: Client, opts: AgentOptions, metrics: Arc<Metrics>) -> Arc<Agent> {
         let identity = opts.lease.as_ref().map(|l| l.identity.clone());
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "fledge".into(),
-                instance: identity,
-            },
-        );
+        let events = Events::new(client.clone(), identity);
         let mut cluster = Cluster::new(client.clone());
         cluster.concurrency = opts.concurrency;
-        let queue: Arc<Queue> = Arc::default();
+        let queue: Arc<Queue<String>> = Arc::default();
         // A managed object changed outside fledge (drift, or a workload's status moved): look
         // again after the debounce, which coalesces bursts.
         let (q, debounce) = (queue.clone(), opts.drift_debounce);
-        let on_change: OnChange = Arc::new(move |repo: &str| q.push(repo, debounce));
+        let on_change: OnChange = Arc::new(move |repo: &str| q.push(&repo.to_owned(), debounce));
         Arc::new(Agent {
             live: Arc::new(LiveView::new(client.clone(), on_change)),
             client,
             cluster,
             opts,
             metrics,
-            recorder,
+            events,
             sources: Mutex::default(),
             scopes: Mutex::default(),
             queue,
@@ -97,7 +105,37 @@ impl Agent {
     /// Asks for a reconcile of `repo` soon, fetching git first (webhooks, CLI).
     pub async fn trigger(&self, repo: &str) {
         self.force_fetch.lock().await.insert(repo.to_owned());
-        self.queue.push(repo, Duration::ZERO);
+        self.queue.push(&repo.to_owned(), Duration::ZERO);
+    }
+}
+
+/// Acts on verified webhook deliveries: a push to a ConfigRepo's branch fetches it at once.
+/// Pull-request events are logged (the plan check on pull requests is not wired yet).
+pub async fn on_webhooks(
+    agent: Arc<Agent>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::server::webhooks::WebhookEvent>,
+) {
+    use crate::server::webhooks::WebhookEvent;
+    while let Some(ev) = rx.recv().await {
+        let WebhookEvent::Push(push) = &ev else {
+            tracing::debug!(event = ?ev, "webhook event not acted on");
+            continue;
+        };
+        let repos = match Api::<ConfigRepo>::all(agent.client.clone()).list(&Default::default()).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                tracing::warn!(error = %crate::apply::kube_message(&e), "listing ConfigRepos for a webhook failed");
+                continue;
+            }
+        };
+        for r in repos {
+            let same_branch = push.branch() == Some(r.spec.branch.as_str());
+            if same_branch && ev.is_for_repo(&r.spec.url) {
+                let name = r.metadata.name.clone().unwrap_or_default();
+                tracing::info!(repo = %name, delivery = %push.delivery, "push webhook: fetching now");
+                agent.trigger(&name).await;
+            }
+        }
     }
 }
 
@@ -107,7 +145,7 @@ async fn work(agent: Arc<Agent>) {
     let watch_agent = agent.clone();
     let repo_watch = tokio::spawn(async move {
         let cfg = match &watch_agent.opts.selector {
-            Some(sel) => watcher::Config::default().labels(sel),
+            Some(sel) => watcher::Config::default().labels(&sel.to_query()),
             None => watcher::Config::default(),
         };
         let mut stream = watcher::watcher(repos, cfg).boxed();
@@ -137,11 +175,32 @@ async fn work(agent: Arc<Agent>) {
         }
     });
     let _repo_watch = AbortOnDrop(repo_watch);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..agent.opts.workers.max(1) {
+        workers.spawn(worker(agent.clone()));
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+/// Delay before a ConfigRepo whose reconcile panicked is tried again.
+const AFTER_PANIC: Duration = Duration::from_secs(30);
+
+/// One reconcile worker: takes due ConfigRepos off the shared queue, one key at a time. A
+/// reconcile that panics is reported and retried later; it never takes the worker down.
+async fn worker(agent: Arc<Agent>) {
     loop {
         let name = agent.queue.pop().await;
         let force = agent.force_fetch.lock().await.remove(&name);
-        let next = agent.reconcile(&name, force).await;
-        if next != Duration::MAX {
+        let (a, n) = (agent.clone(), name.clone());
+        let next = match tokio::spawn(async move { a.reconcile(&n, force).await }).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(repo = %name, error = %e, "reconcile panicked; retrying later");
+                Some(AFTER_PANIC)
+            }
+        };
+        agent.queue.done(&name);
+        if let Some(next) = next {
             agent.queue.push(&name, next);
         }
     }

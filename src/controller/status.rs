@@ -1,77 +1,61 @@
-//! Builds `ConfigRepo.status` from what a reconcile found. Pure and deterministic: the same
-//! findings give the same status (transition times only move when a condition flips), so
-//! writing it does not trigger another reconcile and a no-op reconcile writes nothing.
+//! Builds `ConfigRepo.status` from a reconcile's outcome. Pure and deterministic: the same
+//! outcome and the same previous status give the same status (`now` is passed in, and a
+//! transition time only moves when a condition flips), so writing it does not trigger another
+//! reconcile and a no-op reconcile writes nothing.
 
+use super::reconcile::SyncError;
+use super::steps::{Done, Synced};
 use crate::apply::Health;
 use crate::crd::{
-    Condition, ConditionStatus, ConfigRepoStatus, InventoryEntry, ObjectCounts, ObjectError,
+    Condition, ConditionStatus, ConfigRepoStatus, ObjectCounts, ObjectError,
 };
 use crate::plan::PruneDecision;
 
 /// At most this many errors are kept in the status.
 pub const MAX_ERRORS: usize = 20;
 
-/// What one reconcile found, step by step (`None`: the step did not run).
-#[derive(Debug, Clone, Default)]
-pub struct Findings {
-    pub generation: Option<i64>,
-    /// Commit fetched, or why fetching failed.
-    pub fetched: Option<Result<String, String>>,
-    /// Number of rendered objects, or the render errors.
-    pub rendered: Option<Result<usize, Vec<ObjectError>>>,
-    pub applied: Option<Applied>,
-    pub prune: Option<(PruneDecision, usize, Vec<ObjectError>)>,
-    pub health: Option<(Health, Vec<ObjectError>)>,
-    pub inventory: Option<Vec<InventoryEntry>>,
-    pub inventory_config_map: Option<String>,
-    /// Drift found in this reconcile.
-    pub drift: usize,
-    pub suspended: bool,
+/// What a reconcile came to.
+pub enum Outcome {
+    /// `spec.suspend`: nothing ran.
+    Suspended,
+    Synced(Result<Synced, SyncError>),
 }
 
-/// The apply step's results.
-#[derive(Debug, Clone, Default)]
-pub struct Applied {
-    pub commit: String,
-    pub desired: usize,
-    pub created: usize,
-    pub updated: usize,
-    pub unchanged: usize,
-    pub failed: Vec<ObjectError>,
-    /// Nothing was written.
-    pub noop: bool,
-}
+const ORDER: [&str; 6] = ["Ready", "Fetched", "Rendered", "Applied", "Pruned", "Healthy"];
 
-fn condition(
-    prev: &[Condition],
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
+struct Conditions<'p> {
+    prev: &'p [Condition],
     generation: Option<i64>,
-) -> Condition {
-    let status = if ok {
-        ConditionStatus::True
-    } else {
-        ConditionStatus::False
-    };
-    let last = prev
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| {
-            jiff::Timestamp::now()
-                .round(jiff::Unit::Second)
-                .map(|t| t.to_string())
-                .unwrap_or_default()
+    now: String,
+    out: Vec<Condition>,
+    /// The first failure: it becomes Ready's reason.
+    first_failure: Option<(String, String)>,
+}
+
+impl Conditions<'_> {
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: String) {
+        let status = if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        let last = self
+            .prev
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| self.now.clone());
+        if !ok && self.first_failure.is_none() {
+            self.first_failure = Some((reason.to_owned(), message.clone()));
+        }
+        self.out.push(Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message,
+            last_transition_time: Some(last),
+            observed_generation: self.generation,
         });
-    Condition {
-        type_: type_.into(),
-        status,
-        reason: reason.into(),
-        message,
-        last_transition_time: Some(last),
-        observed_generation: generation,
     }
 }
 
@@ -83,214 +67,285 @@ fn short(commit: &str) -> &str {
     }
 }
 
+fn first(errors: &[ObjectError]) -> String {
+    errors
+        .first()
+        .map(|e| format!("{}: {}", e.object, e.message))
+        .unwrap_or_default()
+}
+
 /// The new status.
-pub fn build(prev: &ConfigRepoStatus, f: &Findings) -> ConfigRepoStatus {
+pub fn build(
+    prev: &ConfigRepoStatus,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    now: jiff::Timestamp,
+) -> ConfigRepoStatus {
     let mut s = prev.clone();
-    s.observed_generation = f.generation;
-    let pc = prev.conditions.clone();
-    let mut conds = Vec::new();
+    s.observed_generation = generation;
+    let mut c = Conditions {
+        prev: &prev.conditions,
+        generation,
+        now: now
+            .round(jiff::Unit::Second)
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        out: Vec::new(),
+        first_failure: None,
+    };
     let mut errors: Vec<ObjectError> = Vec::new();
-    let g = f.generation;
-
-    if f.suspended {
-        conds.push(condition(
-            &pc,
-            "Ready",
-            false,
-            "Suspended",
-            "reconciliation is suspended (spec.suspend)".into(),
-            g,
-        ));
-        s.conditions = conds;
-        return s;
-    }
-
-    let mut ready: Option<(&str, String)> = None; // first failure
-    match &f.fetched {
-        Some(Ok(commit)) => {
-            s.fetched_commit = Some(commit.clone());
-            conds.push(condition(
-                &pc,
+    match outcome {
+        Outcome::Suspended => {
+            c.set(
+                "Ready",
+                false,
+                "Suspended",
+                "reconciliation is suspended (spec.suspend)".into(),
+            );
+            s.conditions = c.out;
+            return s;
+        }
+        Outcome::Synced(Err(e)) => failed_step(&mut c, e),
+        Outcome::Synced(Ok(synced)) => {
+            s.fetched_commit = Some(synced.commit.clone());
+            c.set(
                 "Fetched",
                 true,
                 "Fetched",
-                format!("fetched {}", short(commit)),
-                g,
-            ));
-        }
-        Some(Err(e)) => {
-            conds.push(condition(
-                &pc,
-                "Fetched",
-                false,
-                "FetchFailed",
-                e.clone(),
-                g,
-            ));
-            ready.get_or_insert(("FetchFailed", e.clone()));
-        }
-        None => {}
-    }
-    match &f.rendered {
-        Some(Ok(n)) => conds.push(condition(
-            &pc,
-            "Rendered",
-            true,
-            "Rendered",
-            format!("rendered {n} objects"),
-            g,
-        )),
-        Some(Err(errs)) => {
-            let msg = format!(
-                "{} render error(s); first: {}",
-                errs.len(),
-                errs.first()
-                    .map(|e| format!("{}: {}", e.object, e.message))
-                    .unwrap_or_default()
+                format!("fetched {}", short(&synced.commit)),
             );
-            conds.push(condition(
-                &pc,
-                "Rendered",
-                false,
-                "RenderFailed",
-                msg.clone(),
-                g,
-            ));
-            ready.get_or_insert((
-                "RenderFailed",
-                format!("{msg}; the last good state stays applied"),
-            ));
-            errors.extend(errs.iter().cloned());
-        }
-        None => {}
-    }
-    if let Some(a) = &f.applied {
-        if !a.noop {
-            s.objects = ObjectCounts {
-                desired: a.desired as i64,
-                created: a.created as i64,
-                updated: a.updated as i64,
-                unchanged: a.unchanged as i64,
-                pruned: f.prune.as_ref().map_or(0, |p| p.1 as i64),
-                failed: (a.failed.len() + f.prune.as_ref().map_or(0, |p| p.2.len())) as i64,
-            };
-        }
-        if a.failed.is_empty() {
-            s.applied_commit = Some(a.commit.clone());
-            conds.push(condition(
-                &pc,
-                "Applied",
-                true,
-                "Applied",
-                format!("{} objects in sync with {}", a.desired, short(&a.commit)),
-                g,
-            ));
-        } else {
-            let msg = format!(
-                "{} of {} objects failed to apply; first: {}: {}",
-                a.failed.len(),
-                a.desired,
-                a.failed[0].object,
-                a.failed[0].message
-            );
-            conds.push(condition(
-                &pc,
-                "Applied",
-                false,
-                "ApplyFailed",
-                msg.clone(),
-                g,
-            ));
-            ready.get_or_insert(("ApplyFailed", msg));
-            errors.extend(a.failed.iter().cloned());
+            match &synced.result {
+                Err(render) => {
+                    let list: Vec<ObjectError> = render
+                        .0
+                        .iter()
+                        .map(|e| ObjectError {
+                            object: e.path.clone(),
+                            message: e.to_string(),
+                        })
+                        .collect();
+                    c.set(
+                        "Rendered",
+                        false,
+                        "RenderFailed",
+                        format!(
+                            "{} render error(s); first: {}; the last good state stays applied",
+                            list.len(),
+                            first(&list)
+                        ),
+                    );
+                    errors.extend(list);
+                }
+                Ok(done) => {
+                    c.set(
+                        "Rendered",
+                        true,
+                        "Rendered",
+                        format!("rendered {} objects", done.objects().len()),
+                    );
+                    sync_conditions(&mut s, &mut c, &mut errors, &synced.commit, done);
+                }
+            }
         }
     }
-    if let Some((decision, pruned, failed)) = &f.prune {
-        let (ok, msg) = match decision {
-            PruneDecision::Allowed if failed.is_empty() => (true, format!("pruned {pruned} objects")),
-            PruneDecision::Allowed => (false, format!("{} objects failed to delete", failed.len())),
-            PruneDecision::Nothing => (true, "nothing to prune".into()),
-            PruneDecision::Disabled => (true, "pruning is disabled (spec.prune: false)".into()),
-            PruneDecision::EmptyRender => (false, "the render is empty: refusing to prune everything (fix the bundle, or delete the ConfigRepo)".into()),
-            PruneDecision::TooMany { count, inventory, max_fraction } => (
-                false,
-                format!(
-                    "refusing to prune {count} of {inventory} objects ({:.0}% > maxPruneFraction {:.0}%); annotate the ConfigRepo fledge.dev/allow-mass-prune=true to allow it",
-                    100.0 * *count as f64 / (*inventory).max(1) as f64,
-                    100.0 * max_fraction
-                ),
-            ),
-        };
-        let reason = if failed.is_empty() {
-            decision.reason()
-        } else {
-            "PruneFailed"
-        };
-        conds.push(condition(&pc, "Pruned", ok, reason, msg.clone(), g));
-        if !ok {
-            ready.get_or_insert((reason, msg));
-        }
-        errors.extend(failed.iter().cloned());
-    }
-    if let Some((h, unhealthy)) = &f.health {
-        let msg = match unhealthy.first() {
-            None => "all objects healthy".to_owned(),
-            Some(e) => format!(
-                "{} object(s) not healthy; first: {}: {}",
-                unhealthy.len(),
-                e.object,
-                e.message
-            ),
-        };
-        s.health = Some(h.as_str().into());
-        conds.push(condition(
-            &pc,
-            "Healthy",
-            *h == Health::Healthy,
-            h.as_str(),
-            msg.clone(),
-            g,
-        ));
-        if *h != Health::Healthy {
-            ready.get_or_insert((h.as_str(), msg));
-        }
-    }
-    if let Some(inv) = &f.inventory {
-        s.inventory = inv.clone();
-        s.inventory_config_map = f.inventory_config_map.clone();
-    }
-    s.drift_count += f.drift as i64;
-    let (ok, reason, msg) = match ready {
+    let (ok, reason, msg) = match c.first_failure.clone() {
         None => (
             true,
-            "Synced",
+            "Synced".to_owned(),
             format!(
                 "{} in sync and healthy",
-                s.applied_commit
-                    .as_deref()
-                    .map(short)
-                    .unwrap_or("repository")
+                s.applied_commit.as_deref().map(short).unwrap_or("repository")
             ),
         ),
         Some((reason, msg)) => (false, reason, msg),
     };
-    conds.insert(0, condition(&pc, "Ready", ok, reason, msg, g));
+    c.set("Ready", ok, &reason, msg);
     // Keep conditions of steps that did not run this time (e.g. Applied during a fetch failure).
-    for c in &pc {
-        if !conds.iter().any(|n| n.type_ == c.type_) {
-            conds.push(c.clone());
+    let mut conds = c.out;
+    for p in &prev.conditions {
+        if !conds.iter().any(|n| n.type_ == p.type_) {
+            conds.push(p.clone());
         }
     }
-    conds.sort_by_key(|c| {
-        [
-            "Ready", "Fetched", "Rendered", "Applied", "Pruned", "Healthy",
-        ]
-        .iter()
-        .position(|t| *t == c.type_)
-        .unwrap_or(99)
-    });
+    conds.sort_by_key(|c| ORDER.iter().position(|t| *t == c.type_).unwrap_or(99));
     s.conditions = conds;
     errors.truncate(MAX_ERRORS);
     s.errors = errors;
     s
+}
+
+fn failed_step(c: &mut Conditions, e: &SyncError) {
+    let message = e.to_string();
+    match e {
+        SyncError::Fetch { .. } | SyncError::Credentials(_) => {
+            c.set("Fetched", false, "FetchFailed", message)
+        }
+        SyncError::Spec(_) => c.set("Fetched", false, "InvalidSpec", message),
+        SyncError::Discovery(_) | SyncError::Observe(_) => {
+            c.set("Applied", false, "ClusterUnavailable", format!("{message}; nothing applied"))
+        }
+        SyncError::Inventory(_) | SyncError::RecordInventory(_) => {
+            c.set("Applied", false, "InventoryUnavailable", format!("{message}; nothing applied"))
+        }
+    }
+}
+
+fn sync_conditions(
+    s: &mut ConfigRepoStatus,
+    c: &mut Conditions,
+    errors: &mut Vec<ObjectError>,
+    commit: &str,
+    d: &Done,
+) {
+    let objects = d.objects();
+    let failed: Vec<ObjectError> = d
+        .applied
+        .failed
+        .iter()
+        .map(|(i, e)| ObjectError {
+            object: objects[*i].key.to_string(),
+            message: e.message.clone(),
+        })
+        .chain(d.handed.failed.iter().cloned())
+        .chain(d.recorded.error.iter().map(|e| ObjectError {
+            object: "inventory".into(),
+            message: e.clone(),
+        }))
+        .collect();
+    let failed_idx: std::collections::BTreeSet<usize> =
+        d.applied.failed.iter().map(|(i, _)| *i).collect();
+    let ok_count = |create: bool| {
+        d.plan
+            .apply
+            .iter()
+            .filter(|(i, a)| {
+                !failed_idx.contains(i) && (matches!(a, crate::plan::Action::Create) == create)
+            })
+            .count() as i64
+    };
+    if !d.plan.is_noop() || !failed.is_empty() {
+        s.objects = ObjectCounts {
+            desired: objects.len() as i64,
+            created: ok_count(true),
+            updated: ok_count(false),
+            unchanged: d.plan.unchanged.len() as i64,
+            pruned: d.pruned.deleted.len() as i64,
+            failed: (failed.len() + d.pruned.failed.len()) as i64,
+        };
+    }
+    s.drift_count = d.plan.drift() as i64;
+    if failed.is_empty() {
+        s.applied_commit = Some(commit.to_owned());
+        let held = d.plan.handoffs.len();
+        let note = if held > 0 {
+            format!("; {held} pod template change(s) go out as a canary")
+        } else {
+            String::new()
+        };
+        c.set(
+            "Applied",
+            true,
+            "Applied",
+            format!("{} objects in sync with {}{note}", objects.len(), short(commit)),
+        );
+    } else {
+        c.set(
+            "Applied",
+            false,
+            "ApplyFailed",
+            format!(
+                "{} of {} objects failed to apply; first: {}",
+                failed.len(),
+                objects.len(),
+                first(&failed)
+            ),
+        );
+        errors.extend(failed);
+    }
+    let p = &d.pruned;
+    let due = d.plan.prune.len();
+    let (ok, reason, msg) = match (&p.decision, p.failed.is_empty()) {
+        (PruneDecision::Allowed, true) => (true, "Pruned", format!("pruned {} objects", p.deleted.len())),
+        (PruneDecision::Allowed, false) => (
+            false,
+            "PruneFailed",
+            format!("{} of {due} objects failed to delete; first: {}", p.failed.len(), first(&p.failed)),
+        ),
+        (decision, _) => (!decision.refused(), decision.reason(), decision.explain(due)),
+    };
+    let msg = if p.skipped_lost_inventory {
+        format!("{msg} (the inventory ConfigMap was lost: nothing could be pruned this time)")
+    } else {
+        msg
+    };
+    c.set("Pruned", ok, reason, msg);
+    errors.extend(p.failed.iter().cloned());
+    let (h, unhealthy) = d.health();
+    let msg = match unhealthy.first() {
+        None => "all objects healthy".to_owned(),
+        Some(e) => format!(
+            "{} object(s) not healthy; first: {}: {}",
+            unhealthy.len(),
+            e.object,
+            e.message
+        ),
+    };
+    s.health = Some(h.as_str().into());
+    c.set("Healthy", h == Health::Healthy, h.as_str(), msg);
+    s.inventory = if d.recorded.config_map.is_some() {
+        Vec::new()
+    } else {
+        d.recorded.entries.clone()
+    };
+    s.inventory_config_map = d.recorded.config_map.clone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Reason;
+
+    fn fetch_failed() -> Outcome {
+        Outcome::Synced(Err(SyncError::Fetch {
+            message: "remote not found".into(),
+            reason: Reason::NotFound,
+            failures: 3,
+        }))
+    }
+
+    /// Defect: status building read the wall clock and `driftCount` only grew, so the status
+    /// changed on every pass and re-triggered its own reconcile.
+    #[test]
+    fn the_same_outcome_gives_the_same_status_whatever_the_time() {
+        let t0 = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let t1 = jiff::Timestamp::from_second(1_700_000_600).unwrap();
+        let first = build(&ConfigRepoStatus::default(), Some(1), &fetch_failed(), t0);
+        let again = build(&first, Some(1), &fetch_failed(), t1);
+        assert_eq!(first, again, "a repeated outcome must not change the status");
+        let ready = first.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.last_transition_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert!(first.errors.is_empty());
+        // Another reason, same status: the transition time stays (it moves only on a flip).
+        let suspended = build(&again, Some(2), &Outcome::Suspended, t1);
+        let ready = suspended.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.reason, "Suspended");
+        assert_eq!(ready.last_transition_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+    }
+
+    #[test]
+    fn each_failed_step_names_its_condition() {
+        let cases = [
+            (SyncError::Spec("spec.interval \"0s\" is shorter than 1s".into()), "Fetched", "InvalidSpec"),
+            (SyncError::Credentials("no key".into()), "Fetched", "FetchFailed"),
+            (SyncError::Inventory("damaged".into()), "Applied", "InventoryUnavailable"),
+            (SyncError::Discovery("down".into()), "Applied", "ClusterUnavailable"),
+        ];
+        for (e, type_, reason) in cases {
+            let s = build(&ConfigRepoStatus::default(), None, &Outcome::Synced(Err(e)), jiff::Timestamp::UNIX_EPOCH);
+            let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::False, reason));
+            assert_eq!(s.conditions[0].reason, reason, "Ready carries the first failure");
+        }
+    }
 }

@@ -85,13 +85,36 @@ fn default_max_prune_fraction() -> f64 {
     0.5
 }
 
-/// The forge hosting the repository.
+/// The forge hosting the repository: set exactly one of `github` or `gitea`. When `forge` is
+/// unset and `url` is on `github.com`, GitHub is used with the owner and repository from the URL
+/// and the token of `secretRef`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForgeSpec {
     /// GitHub or GitHub Enterprise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubForge>,
+    /// Gitea or Forgejo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitea: Option<GiteaForge>,
+}
+
+/// A Gitea or Forgejo repository fledge reports to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GiteaForge {
+    /// Base URL of the Gitea or Forgejo server, e.g. `https://gitea.example.com` (the API is
+    /// under `/api/v1`).
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// Owner (user or organisation) of the repository.
+    #[schemars(length(min = 1))]
+    pub owner: String,
+    /// Repository name.
+    #[schemars(length(min = 1))]
+    pub repo: String,
+    /// Secret key holding the API token (default key `token`).
+    pub token_secret_ref: SecretRef,
 }
 
 /// A GitHub repository fledge reports to.
@@ -152,7 +175,8 @@ pub struct ConfigRepoStatus {
     /// Object counts by state after the last reconcile.
     #[serde(default)]
     pub objects: ObjectCounts,
-    /// Managed objects found changed or deleted by someone else since the last apply.
+    /// Managed objects the last reconcile found changed or deleted outside git (the running
+    /// total is the `fledge_drift_total` metric).
     #[serde(default)]
     pub drift_count: i64,
     /// Aggregated health of the managed objects: `Healthy`, `Progressing`, `Degraded`.
@@ -184,8 +208,10 @@ pub struct InventoryEntry {
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// What fledge last saw of the object after applying it: `g<N>` (metadata.generation) or
-    /// `r<N>` (resourceVersion, for kinds without generation). A different live value is drift.
+    /// What fledge last saw of the object after applying it: `m` + a hash of the fields fledge
+    /// owns (its managedFields entry); someone changing one of those fields is drift. Empty
+    /// while a create is recorded ahead of the create. Run-once objects (Jobs) add `#` and the
+    /// content hash they ran with.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub observed: String,
 }

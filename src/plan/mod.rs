@@ -1,10 +1,20 @@
-//! `plan`: desired objects + what is live + the inventory → what to create, update, leave alone
-//! and prune, and whether the prune is allowed. Pure: the live view is gathered by `apply`.
+//! `plan`: desired objects + what is live + the inventory + the ConfigRepo's policy → typed
+//! actions (create, update, repair drift, hold a governed Deployment's pod template and hand it
+//! to the rollout engine, prune — with the prune guards' decision). Pure: the live view is
+//! gathered by `apply`, and the agent and `fledge plan` both call [`plan`], so the PR check and
+//! the agent always agree.
 //!
 //! "Changed?" is answered without comparing YAML: the object's content hash (annotation written
-//! at apply) says whether git changed it, and the generation/resourceVersion fledge recorded
-//! after its last apply says whether someone else changed it (drift). Unchanged commit and
-//! unchanged live objects therefore plan nothing, and the agent makes no write request.
+//! at apply) says whether git changed it, and a hash of the fields fledge owns (its
+//! `managedFields` entry, recorded after its last apply) says whether someone else changed them
+//! (drift). Fields fledge does not own — `replicas` under an HPA, an annotation added with
+//! `kubectl annotate`, `kubectl rollout restart` — are not drift.
+
+mod prune;
+#[cfg(test)]
+mod tests;
+
+pub use prune::{PruneDecision, prune_decision};
 
 use crate::crd::InventoryEntry;
 use crate::render::{ObjectKey, RenderedObject};
@@ -17,6 +27,14 @@ pub trait Planned {
     fn api_version(&self) -> &str;
     /// Content hash of the object as rendered.
     fn hash(&self) -> &str;
+    /// Hash of a Deployment's pod template (`spec.template`); `None` for other kinds.
+    fn template_hash(&self) -> Option<&str>;
+    /// For a fledge `Rollout`: the name of the Deployment it governs.
+    fn rollout_target(&self) -> Option<&str>;
+    /// Applied once and then left alone until git changes it (a Job, or
+    /// `fledge.dev/apply-policy: create-only`): gone from the cluster with the same content is
+    /// done, not drift.
+    fn run_once(&self) -> bool;
 }
 
 impl Planned for RenderedObject {
@@ -28,6 +46,15 @@ impl Planned for RenderedObject {
     }
     fn hash(&self) -> &str {
         &self.hash
+    }
+    fn template_hash(&self) -> Option<&str> {
+        None
+    }
+    fn rollout_target(&self) -> Option<&str> {
+        None
+    }
+    fn run_once(&self) -> bool {
+        false
     }
 }
 
@@ -41,6 +68,15 @@ impl<T: Planned> Planned for std::sync::Arc<T> {
     fn hash(&self) -> &str {
         (**self).hash()
     }
+    fn template_hash(&self) -> Option<&str> {
+        (**self).template_hash()
+    }
+    fn rollout_target(&self) -> Option<&str> {
+        (**self).rollout_target()
+    }
+    fn run_once(&self) -> bool {
+        (**self).run_once()
+    }
 }
 
 /// What matters about a live object.
@@ -48,45 +84,130 @@ impl<T: Planned> Planned for std::sync::Arc<T> {
 pub struct Live {
     /// `fledge.dev/content-hash` annotation.
     pub hash: Option<String>,
-    /// `g<generation>` or `r<resourceVersion>`.
+    /// Hash of the fields fledge owns (`m…`), see [`crate::apply::managed_marker`].
     pub marker: String,
+    /// `fledge.dev/template-hash` annotation of a Deployment: the pod template it runs.
+    pub template_hash: Option<String>,
     /// Annotated `fledge.dev/prune: disabled`.
     pub prune_disabled: bool,
     /// Carries this ConfigRepo's `fledge.dev/config-repo` label.
     pub labelled: bool,
 }
 
-/// Why an object is (re)applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// Not in the cluster.
+/// The ConfigRepo's policy, as the plan applies it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Repair drift (`spec.selfHeal`).
+    pub self_heal: bool,
+    /// Take fields over from other field managers on every apply (`spec.force`).
+    pub force: bool,
+    /// Delete what left git (`spec.prune`).
+    pub prune: bool,
+    /// Largest share of the inventory one reconcile may delete (`spec.maxPruneFraction`).
+    pub max_prune_fraction: f64,
+    /// The ConfigRepo is annotated `fledge.dev/allow-mass-prune: "true"`.
+    pub allow_mass_prune: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            self_heal: true,
+            force: false,
+            prune: true,
+            max_prune_fraction: 0.5,
+            allow_mass_prune: false,
+        }
+    }
+}
+
+/// Why and how an object is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Not in the cluster: create it (a governed Deployment that does not exist yet too:
+    /// nothing to protect — bootstrap, disaster recovery).
     Create,
-    /// Changed in git.
-    Update,
-    /// Changed or deleted by someone else since fledge applied it.
-    Drift,
+    /// Changed in git. `force` takes fields over from other managers (`spec.force`).
+    Update { force: bool },
+    /// Changed or deleted outside fledge; git wins, so the apply takes the fields back.
+    RepairDrift,
+    /// A Deployment governed by the Rollout `rollout` whose pod template differs from what runs:
+    /// apply every other field (forced when it repairs drift) but keep the live template. The
+    /// new template goes to the rollout engine through a [`Handoff`].
+    HoldTemplate { rollout: String, force: bool },
+    /// A run-once object (Job) changed in git: delete it and create it again.
+    Recreate,
+}
+
+impl Action {
+    /// Whether the apply takes fields over from other field managers.
+    pub fn force(&self) -> bool {
+        match self {
+            Action::Update { force } | Action::HoldTemplate { force, .. } => *force,
+            Action::RepairDrift => true,
+            Action::Create | Action::Recreate => false,
+        }
+    }
+}
+
+/// A governed Deployment's new pod template, for the rollout engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// Index of the Deployment in the desired objects.
+    pub index: usize,
+    /// Namespace and name of the Rollout governing it.
+    pub rollout: ObjectKey,
+    pub template_hash: String,
 }
 
 /// The plan of one reconcile.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// Objects to apply, in render (apply) order, with why.
-    pub apply: Vec<(usize, Change)>,
+    /// Objects to apply, in render (apply) order, with why and how.
+    pub apply: Vec<(usize, Action)>,
+    /// Pod-template changes of governed Deployments, for the rollout engine.
+    pub handoffs: Vec<Handoff>,
     /// Objects already as desired (indices into the desired objects).
     pub unchanged: Vec<usize>,
+    /// Objects changed outside git that are left alone (`selfHeal: false`).
+    pub drift_kept: Vec<usize>,
+    /// Run-once objects that ran and were removed (a finished Job deleted by its TTL).
+    pub completed: Vec<usize>,
     /// Inventory members that left the render (and may be pruned).
     pub prune: Vec<InventoryEntry>,
     /// Inventory members that left the render but are protected (`fledge.dev/prune: disabled`)
     /// or no longer carry fledge's label (someone took them over).
     pub keep: Vec<InventoryEntry>,
+    /// Whether [`Plan::prune`] may run (the prune guards).
+    pub prune_decision: PruneDecision,
 }
 
 impl Plan {
-    pub fn count(&self, change: Change) -> usize {
-        self.apply.iter().filter(|(_, c)| *c == change).count()
+    /// Number of applies of one kind (`Create`, `Update`, …), by discriminant.
+    pub fn count(&self, f: impl Fn(&Action) -> bool) -> usize {
+        self.apply.iter().filter(|(_, a)| f(a)).count()
+    }
+    pub fn creates(&self) -> usize {
+        self.count(|a| matches!(a, Action::Create))
+    }
+    /// Updates of any kind (git change, drift repair, held template, recreate).
+    pub fn updates(&self) -> usize {
+        self.apply.len() - self.creates()
+    }
+    /// Drift found: repaired or kept.
+    pub fn drift(&self) -> usize {
+        self.drift_kept.len()
+            + self.count(|a| {
+                matches!(
+                    a,
+                    Action::RepairDrift | Action::HoldTemplate { force: true, .. }
+                )
+            })
     }
     pub fn is_noop(&self) -> bool {
-        self.apply.is_empty() && self.prune.is_empty()
+        self.apply.is_empty()
+            && self.handoffs.is_empty()
+            && (self.prune.is_empty() || self.prune_decision != PruneDecision::Allowed)
     }
 }
 
@@ -100,11 +221,20 @@ pub fn entry_key(e: &InventoryEntry) -> ObjectKey {
     }
 }
 
-/// Inventory entry of a desired object.
+/// Separates the drift marker from the applied content hash in a run-once object's entry.
+const RUN_ONCE_SEPARATOR: char = '#';
+
+/// Inventory entry of a desired object, `observed` being its drift marker after the apply.
+/// Run-once objects also remember the content they ran with.
 pub fn entry_of(o: &impl Planned, observed: String) -> InventoryEntry {
     let av = o.api_version();
     let version = av.rsplit('/').next().unwrap_or(av).to_owned();
     let key = o.key();
+    let observed = if o.run_once() {
+        format!("{observed}{RUN_ONCE_SEPARATOR}{}", o.hash())
+    } else {
+        observed
+    };
     InventoryEntry {
         group: key.group.clone(),
         version,
@@ -115,27 +245,138 @@ pub fn entry_of(o: &impl Planned, observed: String) -> InventoryEntry {
     }
 }
 
+/// The drift marker an entry recorded (without a run-once object's content hash).
+fn recorded_marker(e: &InventoryEntry) -> &str {
+    e.observed
+        .split_once(RUN_ONCE_SEPARATOR)
+        .map_or(e.observed.as_str(), |(m, _)| m)
+}
+
+/// The content hash a run-once object ran with.
+fn recorded_hash(e: &InventoryEntry) -> Option<&str> {
+    e.observed.split_once(RUN_ONCE_SEPARATOR).map(|(_, h)| h)
+}
+
+/// Whether the recorded marker is one this version compares (older agents recorded
+/// generations, which every HPA scale moved: those are not evidence of drift).
+fn comparable(marker: &str) -> bool {
+    marker.starts_with('m')
+}
+
+/// Deployments governed by a Rollout of the same render: Deployment key → Rollout key.
+pub fn governed(desired: &[impl Planned]) -> BTreeMap<ObjectKey, ObjectKey> {
+    desired
+        .iter()
+        .filter_map(|o| {
+            let target = o.rollout_target()?;
+            let k = o.key();
+            let deployment = ObjectKey {
+                group: "apps".into(),
+                kind: "Deployment".into(),
+                namespace: k.namespace.clone(),
+                name: target.to_owned(),
+            };
+            Some((deployment, k.clone()))
+        })
+        .collect()
+}
+
 /// Computes the plan.
 pub fn plan(
     desired: &[impl Planned],
     live: &BTreeMap<ObjectKey, Live>,
     inventory: &[InventoryEntry],
+    policy: &Policy,
 ) -> Plan {
     let recorded: BTreeMap<ObjectKey, &InventoryEntry> =
         inventory.iter().map(|e| (entry_key(e), e)).collect();
-    let mut p = Plan::default();
+    let governors = governed(desired);
+    let mut p = Plan {
+        apply: Vec::new(),
+        handoffs: Vec::new(),
+        unchanged: Vec::new(),
+        drift_kept: Vec::new(),
+        completed: Vec::new(),
+        prune: Vec::new(),
+        keep: Vec::new(),
+        prune_decision: PruneDecision::Nothing,
+    };
     for (i, o) in desired.iter().enumerate() {
-        match (live.get(o.key()), recorded.get(o.key())) {
-            (None, Some(_)) => p.apply.push((i, Change::Drift)), // deleted behind our back
-            (None, None) => p.apply.push((i, Change::Create)),
-            (Some(l), _) if l.hash.as_deref() != Some(o.hash()) => {
-                p.apply.push((i, Change::Update))
+        let entry = recorded.get(o.key()).copied();
+        let drifted = |l: &Live| {
+            entry.is_some_and(|e| {
+                let m = recorded_marker(e);
+                comparable(m) && m != l.marker
+            })
+        };
+        let Some(l) = live.get(o.key()) else {
+            match entry {
+                // Unknown, or recorded ahead of a create that never happened.
+                None => p.apply.push((i, Action::Create)),
+                Some(e) if recorded_marker(e).is_empty() => p.apply.push((i, Action::Create)),
+                // Ran, finished and removed (a Job's TTL): done until git changes it.
+                Some(e) if o.run_once() && recorded_hash(e) == Some(o.hash()) => {
+                    p.completed.push(i)
+                }
+                Some(e) if o.run_once() && recorded_hash(e).is_some() => {
+                    p.apply.push((i, Action::Create))
+                }
+                // Deleted behind our back.
+                Some(_) if policy.self_heal => p.apply.push((i, Action::RepairDrift)),
+                Some(_) => p.drift_kept.push(i),
             }
-            (Some(l), Some(e)) if !e.observed.is_empty() && e.observed != l.marker => {
-                p.apply.push((i, Change::Drift))
+            continue;
+        };
+        let changed = l.hash.as_deref() != Some(o.hash());
+        let drift = drifted(l);
+        // A governed Deployment running another template: hold it, hand the new one over.
+        if let (Some(rollout), Some(th)) = (governors.get(o.key()), o.template_hash())
+            && l.template_hash.as_deref() != Some(th)
+        {
+            p.handoffs.push(Handoff {
+                index: i,
+                rollout: rollout.clone(),
+                template_hash: th.to_owned(),
+            });
+            let name = rollout.name.clone();
+            if changed {
+                p.apply.push((
+                    i,
+                    Action::HoldTemplate {
+                        rollout: name,
+                        force: policy.force,
+                    },
+                ));
+            } else if drift && policy.self_heal {
+                p.apply.push((
+                    i,
+                    Action::HoldTemplate {
+                        rollout: name,
+                        force: true,
+                    },
+                ));
+            } else if drift {
+                p.drift_kept.push(i);
+            } else {
+                p.unchanged.push(i);
             }
-            (Some(_), None) => p.apply.push((i, Change::Update)), // ours by hash, not yet in inventory
-            (Some(_), Some(_)) => p.unchanged.push(i),
+            continue;
+        }
+        if changed {
+            let action = if o.run_once() && entry.is_some() {
+                Action::Recreate
+            } else {
+                Action::Update {
+                    force: policy.force,
+                }
+            };
+            p.apply.push((i, action));
+        } else if drift && policy.self_heal {
+            p.apply.push((i, Action::RepairDrift));
+        } else if drift {
+            p.drift_kept.push(i);
+        } else {
+            p.unchanged.push(i);
         }
     }
     let wanted: BTreeSet<&ObjectKey> = desired.iter().map(|o| o.key()).collect();
@@ -151,227 +392,62 @@ pub fn plan(
             Some(_) => p.prune.push(e.clone()),
         }
     }
+    p.prune_decision = prune_decision(&p, desired.len(), inventory.len(), policy);
     p
 }
 
-/// Whether the prune part of a plan may run.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PruneDecision {
-    /// Delete these.
-    Allowed,
-    /// Nothing to prune.
-    Nothing,
-    /// Pruning disabled by `spec.prune: false`.
-    Disabled,
-    /// The render is empty: never prune everything because of it.
-    EmptyRender,
-    /// More than `max_fraction` of the inventory would go.
-    TooMany {
-        count: usize,
-        inventory: usize,
-        max_fraction: f64,
-    },
-}
-
-impl PruneDecision {
-    /// Condition reason (stable, CamelCase).
-    pub fn reason(&self) -> &'static str {
-        match self {
-            PruneDecision::Allowed => "Pruned",
-            PruneDecision::Nothing => "NothingToPrune",
-            PruneDecision::Disabled => "PruneDisabled",
-            PruneDecision::EmptyRender => "EmptyRenderRefused",
-            PruneDecision::TooMany { .. } => "MassPruneRefused",
-        }
-    }
-}
-
-/// The prune guards (DESIGN §8): an empty render prunes nothing; pruning more than
-/// `max_fraction` of the inventory in one reconcile is refused unless `allow_mass_prune`.
-pub fn prune_decision(
+/// The inventory to record before anything is applied (write-ahead): the current inventory plus
+/// every object the plan is about to create, so a crash between create and the final inventory
+/// write orphans nothing. `None` when it would not change.
+pub fn write_ahead(
+    desired: &[impl Planned],
     plan: &Plan,
-    desired_count: usize,
-    inventory_count: usize,
-    enabled: bool,
-    max_fraction: f64,
-    allow_mass_prune: bool,
-) -> PruneDecision {
-    if plan.prune.is_empty() {
-        return PruneDecision::Nothing;
+    inventory: &[InventoryEntry],
+) -> Option<Vec<InventoryEntry>> {
+    let known: BTreeSet<ObjectKey> = inventory.iter().map(entry_key).collect();
+    let mut out = inventory.to_vec();
+    for (i, _) in &plan.apply {
+        let o = &desired[*i];
+        if !known.contains(o.key()) {
+            out.push(entry_of(o, String::new()));
+        }
     }
-    if !enabled {
-        return PruneDecision::Disabled;
+    if out.len() == inventory.len() {
+        return None;
     }
-    if desired_count == 0 {
-        return PruneDecision::EmptyRender;
-    }
-    let fraction = plan.prune.len() as f64 / inventory_count.max(1) as f64;
-    if fraction > max_fraction && !allow_mass_prune {
-        return PruneDecision::TooMany {
-            count: plan.prune.len(),
-            inventory: inventory_count,
-            max_fraction,
-        };
-    }
-    PruneDecision::Allowed
+    out.sort();
+    Some(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn obj(name: &str, hash: &str) -> RenderedObject {
-        RenderedObject {
-            key: ObjectKey {
-                group: String::new(),
-                kind: "ConfigMap".into(),
-                namespace: "n".into(),
-                name: name.into(),
-            },
-            api_version: "v1".into(),
-            object: serde_json::json!({}),
-            sources: vec![],
-            hash: hash.into(),
+/// The inventory after the reconcile: every desired object that is live (with its new marker),
+/// objects whose drift is left alone or that completed (with what was recorded before, so they
+/// are neither re-created nor forgotten), creates that failed (recorded ahead, marker empty), and
+/// the objects due for pruning that were not deleted.
+pub fn next_inventory(
+    desired: &[impl Planned],
+    plan: &Plan,
+    inventory: &[InventoryEntry],
+    markers: &[Option<String>],
+    pruned: &BTreeSet<ObjectKey>,
+) -> Vec<InventoryEntry> {
+    let recorded: BTreeMap<ObjectKey, &InventoryEntry> =
+        inventory.iter().map(|e| (entry_key(e), e)).collect();
+    let applied: BTreeSet<usize> = plan.apply.iter().map(|(i, _)| *i).collect();
+    let mut out = Vec::with_capacity(desired.len());
+    for (i, o) in desired.iter().enumerate() {
+        match (&markers[i], recorded.get(o.key())) {
+            (Some(m), _) => out.push(entry_of(o, m.clone())),
+            (None, Some(e)) => out.push((*e).clone()),
+            (None, None) if applied.contains(&i) => out.push(entry_of(o, String::new())),
+            (None, None) => {}
         }
     }
-
-    fn live(hash: &str, marker: &str) -> Live {
-        Live {
-            hash: Some(hash.into()),
-            marker: marker.into(),
-            prune_disabled: false,
-            labelled: true,
+    for e in &plan.prune {
+        if !pruned.contains(&entry_key(e)) {
+            out.push(e.clone());
         }
     }
-
-    fn inv(name: &str, observed: &str) -> InventoryEntry {
-        InventoryEntry {
-            group: String::new(),
-            version: "v1".into(),
-            kind: "ConfigMap".into(),
-            namespace: "n".into(),
-            name: name.into(),
-            observed: observed.into(),
-        }
-    }
-
-    #[test]
-    fn unchanged_commit_and_cluster_plan_nothing() {
-        let d = vec![obj("a", "h1"), obj("b", "h2")];
-        let l = BTreeMap::from([
-            (d[0].key.clone(), live("h1", "r5")),
-            (d[1].key.clone(), live("h2", "r6")),
-        ]);
-        let p = plan(&d, &l, &[inv("a", "r5"), inv("b", "r6")]);
-        assert!(p.is_noop());
-        assert_eq!(p.unchanged, [0, 1]);
-    }
-
-    #[test]
-    fn git_changes_drift_deletions_and_new_objects() {
-        let d = vec![
-            obj("changed", "new"),
-            obj("edited", "h"),
-            obj("deleted", "h"),
-            obj("fresh", "h"),
-        ];
-        let l = BTreeMap::from([
-            (d[0].key.clone(), live("old", "r1")),
-            (d[1].key.clone(), live("h", "r9")),
-        ]);
-        let p = plan(
-            &d,
-            &l,
-            &[
-                inv("changed", "r1"),
-                inv("edited", "r2"),
-                inv("deleted", "r3"),
-            ],
-        );
-        assert_eq!(
-            p.apply,
-            [
-                (0, Change::Update),
-                (1, Change::Drift),
-                (2, Change::Drift),
-                (3, Change::Create)
-            ]
-        );
-    }
-
-    #[test]
-    fn only_labelled_unprotected_inventory_members_are_pruned() {
-        let gone = |n: &str| ObjectKey {
-            group: String::new(),
-            kind: "ConfigMap".into(),
-            namespace: "n".into(),
-            name: n.into(),
-        };
-        let mut protected = live("h", "r1");
-        protected.prune_disabled = true;
-        let mut taken = live("h", "r1");
-        taken.labelled = false;
-        let l = BTreeMap::from([
-            (gone("old"), live("h", "r1")),
-            (gone("protected"), protected),
-            (gone("taken"), taken),
-            (gone("unmanaged"), live("h", "r1")),
-        ]);
-        let p = plan(
-            &[] as &[RenderedObject],
-            &l,
-            &[
-                inv("old", "r1"),
-                inv("protected", "r1"),
-                inv("taken", "r1"),
-                inv("vanished", "r1"),
-            ],
-        );
-        assert_eq!(
-            p.prune.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
-            ["old"]
-        );
-        assert_eq!(p.keep.len(), 2);
-    }
-
-    #[test]
-    fn prune_guards() {
-        let p = Plan {
-            prune: vec![inv("a", ""), inv("b", "")],
-            ..Plan::default()
-        };
-        assert_eq!(
-            prune_decision(&p, 0, 2, true, 0.5, false),
-            PruneDecision::EmptyRender
-        );
-        assert_eq!(
-            prune_decision(&p, 0, 2, true, 0.5, true),
-            PruneDecision::EmptyRender,
-            "even with the annotation"
-        );
-        assert!(matches!(
-            prune_decision(&p, 8, 10, true, 0.1, false),
-            PruneDecision::TooMany {
-                count: 2,
-                inventory: 10,
-                ..
-            }
-        ));
-        assert_eq!(
-            prune_decision(&p, 8, 10, true, 0.1, true),
-            PruneDecision::Allowed
-        );
-        assert_eq!(
-            prune_decision(&p, 8, 10, true, 0.5, false),
-            PruneDecision::Allowed
-        );
-        assert_eq!(
-            prune_decision(&p, 8, 10, false, 0.5, false),
-            PruneDecision::Disabled
-        );
-        assert_eq!(
-            prune_decision(&Plan::default(), 0, 0, true, 0.5, false),
-            PruneDecision::Nothing
-        );
-    }
+    out.sort();
+    out.dedup();
+    out
 }

@@ -1,6 +1,10 @@
 //! `server`: the agent's HTTP endpoints — `/healthz` (process alive), `/readyz` (API server
 //! reachable), `/metrics` (Prometheus text) — and the metrics themselves. Metric labels come
-//! from fixed sets (error categories, states), never from error strings.
+//! from fixed sets (error categories, states), never from error strings. The signed forge
+//! webhooks live in [`webhooks`]; the agent merges them in:
+//! `router(probes).merge(webhooks::router(secret, events_tx))`.
+
+pub mod webhooks;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -1,26 +1,43 @@
 //! `source`: repository settings → a commit and its tree, read straight from git objects (no
 //! work tree). Remote repositories are mirrored (bare) under a cache directory, one per URL, and
-//! fetched incrementally. Also: a file watcher for local work trees (the inner dev loop).
+//! fetched incrementally. Also: the git rollback ([`rollback`]), pushing, and a file watcher for
+//! local work trees (the inner dev loop).
 //!
-//! libgit2 is blocking: async callers use [`fetch_async`], which runs on `spawn_blocking`.
+//! libgit2 is blocking: async callers use [`blocking`] (or [`fetch_async`]), which run it on
+//! `spawn_blocking` with a timeout. Credentials go only to the configured host, SSH host keys
+//! are checked against `known_hosts` ([`RemoteOptions`]), and everything printed is redacted
+//! ([`redact`], [`redact_text`]).
 
+mod known_hosts;
+mod redact;
+mod remote;
+pub mod rollback;
 mod watch;
 
+pub use known_hosts::{HostKeyError, KnownHosts, ParseError as KnownHostsError, fingerprint};
+pub use redact::{REDACTED, escape_control, redact, redact_text};
+pub use remote::{
+    BlockingError, CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, HostKeyPolicy, PushRejection,
+    RemoteOptions, blocking, endpoint, push,
+};
 pub use watch::watch;
 
 use crate::render::{Entry, FileTree};
-use git2::{ErrorClass, ErrorCode, FetchOptions, Oid, RemoteCallbacks, Repository};
+use git2::{ErrorClass, ErrorCode, FetchOptions, Oid, Repository};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Credentials for a remote. Never logged or shown: [`redact`] URLs before printing them.
+/// SSH host keys are checked separately ([`RemoteOptions::host_keys`]).
 #[derive(Clone, Default)]
 pub enum Auth {
     #[default]
     None,
-    /// HTTPS token (sent as the password, user `x-access-token`).
+    /// HTTPS token (sent as the password, user `x-access-token`), only to the configured host.
     Token(String),
     /// SSH private key in PEM/OpenSSH format, with optional passphrase.
     SshKey {
@@ -45,6 +62,10 @@ pub enum Reason {
     Auth,
     NotFound,
     Network,
+    /// The operation passed its deadline (a hung or very slow remote).
+    Timeout,
+    /// The SSH server's host key is unknown, mismatching or revoked, or no known_hosts is set.
+    HostKey,
     Other,
 }
 
@@ -54,12 +75,15 @@ impl std::fmt::Display for Reason {
             Reason::Auth => "authentication failed",
             Reason::NotFound => "not found",
             Reason::Network => "network error",
+            Reason::Timeout => "timed out",
+            Reason::HostKey => "host key verification failed",
             Reason::Other => "git error",
         })
     }
 }
 
-/// A source error naming the remote (credentials removed), the ref and why.
+/// A source error naming the remote (credentials removed), the ref and why. `detail` is
+/// redacted and has its control characters escaped when the error is made.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{action} {remote}{}: {reason}: {detail}", reference.as_ref().map(|r| format!(" (ref {r})")).unwrap_or_default())]
 pub struct SourceError {
@@ -90,6 +114,10 @@ fn classify(e: &git2::Error) -> Reason {
         || msg.contains("404")
     {
         Reason::NotFound
+    } else if e.code() == ErrorCode::Timeout || msg.contains("timed out") {
+        Reason::Timeout
+    } else if e.code() == ErrorCode::Certificate && e.class() == ErrorClass::Ssh {
+        Reason::HostKey
     } else if matches!(
         e.class(),
         ErrorClass::Net | ErrorClass::Ssl | ErrorClass::Http | ErrorClass::Ssh | ErrorClass::Os
@@ -100,14 +128,20 @@ fn classify(e: &git2::Error) -> Reason {
     }
 }
 
-/// `url` without user info (tokens in URLs never reach messages).
-pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((_, host)) = rest.split_once('@').filter(|(u, _)| !u.contains('/'))
-    {
-        return format!("{scheme}://{host}");
+/// A libgit2 error about `url` that happened outside a remote operation, redacted.
+fn local_error(
+    action: &'static str,
+    url: &str,
+    reference: Option<&str>,
+    e: &git2::Error,
+) -> SourceError {
+    SourceError {
+        action,
+        remote: redact(url),
+        reference: reference.map(escape_control),
+        reason: classify(e),
+        detail: redact_text(e.message(), &[]),
     }
-    url.to_owned()
 }
 
 /// Whether `s` names a remote (URL or scp-like `user@host:path`) rather than a local path.
@@ -154,11 +188,8 @@ impl Mirror {
     /// Opens (or creates) the mirror of `url` under `cache_dir`.
     pub fn open(cache_dir: &Path, url: &str) -> Result<Mirror> {
         let err = |e: git2::Error| SourceError {
-            action: "opening mirror of",
-            remote: redact(url),
-            reference: None,
             reason: Reason::Other,
-            detail: e.message().to_owned(),
+            ..local_error("opening mirror of", url, None, &e)
         };
         let digest = Sha256::digest(url.as_bytes());
         let id: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -177,7 +208,7 @@ impl Mirror {
             remote: redact(url),
             reference: None,
             reason: Reason::Other,
-            detail: format!("{}: {e}", cache_dir.display()),
+            detail: escape_control(&format!("{}: {e}", cache_dir.display())),
         })?;
         let repo = match Repository::open_bare(&path) {
             Ok(r) => r,
@@ -198,59 +229,31 @@ impl Mirror {
         &self.repo
     }
 
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Fetches all branches and tags (incrementally: only missing objects are transferred) and
-    /// records the remote's default branch as the mirror's HEAD.
+    /// records the remote's default branch as the mirror's HEAD. SSH host keys are checked
+    /// against the user's known_hosts ([`RemoteOptions::from_user_env`]); the agent passes the
+    /// Secret's through [`Mirror::fetch_with`].
     pub fn fetch(&self, auth: &Auth) -> Result<FetchStats> {
-        let fail = |e: git2::Error| SourceError {
-            action: "fetching",
-            remote: redact(&self.url),
-            reference: None,
-            reason: classify(&e),
-            detail: e.message().to_owned(),
-        };
+        self.fetch_with(&RemoteOptions::from_user_env(auth.clone()))
+    }
+
+    /// [`Mirror::fetch`] with explicit credentials, host keys and deadline.
+    pub fn fetch_with(&self, opts: &RemoteOptions) -> Result<FetchStats> {
+        let state = Rc::new(RefCell::new(remote::CallbackState::default()));
+        let fail = |e: git2::Error| remote::error("fetching", &self.url, opts, &state.borrow(), &e);
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
-        let mut callbacks = RemoteCallbacks::new();
-        let auth = auth.clone();
-        let mut tries = 0;
-        callbacks.credentials(move |_url, user, allowed| {
-            tries += 1;
-            if tries > 3 {
-                return Err(git2::Error::new(
-                    ErrorCode::Auth,
-                    ErrorClass::Net,
-                    "authentication failed: credentials rejected",
-                ));
-            }
-            match &auth {
-                Auth::Token(t) if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) => {
-                    git2::Cred::userpass_plaintext("x-access-token", t)
-                }
-                Auth::SshKey {
-                    private_key,
-                    passphrase,
-                } if allowed.contains(git2::CredentialType::SSH_KEY) => {
-                    git2::Cred::ssh_key_from_memory(
-                        user.unwrap_or("git"),
-                        None,
-                        private_key,
-                        passphrase.as_deref(),
-                    )
-                }
-                _ => Err(git2::Error::new(
-                    ErrorCode::Auth,
-                    ErrorClass::Net,
-                    "authentication required but no usable credentials configured",
-                )),
-            }
-        });
-        let mut opts = FetchOptions::new();
-        opts.remote_callbacks(callbacks);
-        opts.download_tags(git2::AutotagOption::All);
-        opts.prune(git2::FetchPrune::On);
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(remote::callbacks(&self.url, opts, state.clone()));
+        fo.download_tags(git2::AutotagOption::All);
+        fo.prune(git2::FetchPrune::On);
         remote
             .fetch(
                 &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                Some(&mut opts),
+                Some(&mut fo),
                 None,
             )
             .map_err(fail)?;
@@ -290,11 +293,8 @@ impl Mirror {
                 }
             }
             SourceError {
-                action: "resolving",
-                remote: redact(&self.url),
-                reference: Some(rev.to_owned()),
-                reason: classify(&e),
-                detail,
+                detail: redact_text(&detail, &[]),
+                ..local_error("resolving", &self.url, Some(rev), &e)
             }
         })
     }
@@ -313,27 +313,35 @@ pub fn resolve_rev(repo: &Repository, rev: &str) -> std::result::Result<Oid, git
 
 /// Opens a local repository (bare or with a work tree).
 pub fn open_local(path: &Path) -> Result<Repository> {
-    Repository::open(path).map_err(|e| SourceError {
-        action: "opening",
-        remote: path.display().to_string(),
-        reference: None,
-        reason: classify(&e),
-        detail: e.message().to_owned(),
-    })
+    Repository::open(path)
+        .map_err(|e| local_error("opening", &path.display().to_string(), None, &e))
 }
 
 /// Fetches `url` into its mirror and resolves `rev` (default: the remote's default branch),
-/// on the blocking thread pool. Returns the commit id.
+/// on the blocking thread pool, within `opts.timeout` (host keys from the user's known_hosts).
+/// Returns the commit id.
 pub async fn fetch_async(
     cache_dir: PathBuf,
     url: String,
     auth: Auth,
     rev: Option<String>,
 ) -> Result<String> {
+    fetch_async_with(cache_dir, url, RemoteOptions::from_user_env(auth), rev).await
+}
+
+/// [`fetch_async`] with explicit options: what the agent calls.
+pub async fn fetch_async_with(
+    cache_dir: PathBuf,
+    url: String,
+    opts: RemoteOptions,
+    rev: Option<String>,
+) -> Result<String> {
     let remote = redact(&url);
-    tokio::task::spawn_blocking(move || {
+    // A little longer than libgit2's own deadline, so its (more precise) error wins.
+    let limit = opts.timeout + Duration::from_secs(1);
+    blocking(limit, move || {
         let mirror = Mirror::open(&cache_dir, &url)?;
-        mirror.fetch(&auth)?;
+        mirror.fetch_with(&opts)?;
         Ok(mirror
             .resolve(rev.as_deref().unwrap_or("HEAD"))?
             .to_string())
@@ -344,7 +352,10 @@ pub async fn fetch_async(
             action: "fetching",
             remote,
             reference: None,
-            reason: Reason::Other,
+            reason: match e {
+                BlockingError::TimedOut(_) => Reason::Timeout,
+                BlockingError::Panicked(_) => Reason::Other,
+            },
             detail: e.to_string(),
         })
     })

@@ -4,6 +4,11 @@
 //! control plane never skip), gives `kube::Client`s, fresh namespaces that delete themselves,
 //! and test-owned Prometheus servers.
 #![allow(dead_code)] // each test binary uses a different part of this module
+pub mod sshd;
+
+pub mod sync;
+
+pub mod gitea;
 
 pub mod dataplane;
 
