@@ -105,7 +105,21 @@ pub fn build(
             s.conditions = c.out;
             return s;
         }
-        Outcome::Synced(Err(e)) => failed_step(&mut c, e),
+        Outcome::Synced(Err(e)) => {
+            failed_step(&mut c, e);
+            // Steps that stop a sync before applying name what could not be read.
+            let object = match e {
+                SyncError::Inventory(_) | SyncError::RecordInventory(_) => Some("inventory"),
+                SyncError::Observe(_) | SyncError::Discovery(_) => Some("cluster"),
+                _ => None,
+            };
+            if let Some(object) = object {
+                errors.push(ObjectError {
+                    object: object.into(),
+                    message: e.to_string(),
+                });
+            }
+        }
         Outcome::Synced(Ok(synced)) => {
             s.fetched_commit = Some(synced.commit.clone());
             c.set(

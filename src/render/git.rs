@@ -21,6 +21,8 @@ pub struct GitTree<'r> {
     commit: Oid,
     odb: git2::Odb<'r>,
     dirs: RefCell<HashMap<String, Option<Rc<DirIndex>>>>,
+    /// Git tree objects parsed into a directory index so far.
+    trees_parsed: std::cell::Cell<usize>,
 }
 
 /// Entries of one directory: name → (kind, file mode, object id); or why it cannot be read.
@@ -61,11 +63,18 @@ impl<'r> GitTree<'r> {
             commit,
             odb,
             dirs: Default::default(),
+            trees_parsed: Default::default(),
         })
     }
 
     pub fn commit(&self) -> Oid {
         self.commit
+    }
+
+    /// How many git tree objects were parsed so far: once per directory visited, however many
+    /// files are looked up in it (the cost a test counts instead of timing).
+    pub fn trees_parsed(&self) -> usize {
+        self.trees_parsed.get()
     }
 
     /// The entries of directory `dir` (`None`: no such directory).
@@ -74,6 +83,7 @@ impl<'r> GitTree<'r> {
             return Ok(cached.clone());
         }
         let index = if dir.is_empty() {
+            self.trees_parsed.set(self.trees_parsed.get() + 1);
             Some(Rc::new(index_of(&self.tree)))
         } else {
             let (parent, name) = split_parent(dir);
@@ -89,6 +99,7 @@ impl<'r> GitTree<'r> {
                         .repo
                         .find_tree(oid)
                         .map_err(|e| e.message().to_owned())?;
+                    self.trees_parsed.set(self.trees_parsed.get() + 1);
                     Some(Rc::new(index_of(&tree)))
                 }
                 _ => None,
