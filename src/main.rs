@@ -58,11 +58,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             return rt.block_on(cmd::plan::plan_cmd(args, cli.global.kubeconfig.as_deref()));
         }
+        Command::Promote { full, rollout } => {
+            let verb = if full {
+                fledge::rollout::Verb::PromoteFull
+            } else {
+                fledge::rollout::Verb::Promote
+            };
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Abort { rollout } => {
+            let verb = fledge::rollout::Verb::Abort;
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Retry { rollout } => {
+            let verb = fledge::rollout::Verb::Retry;
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Pause { rollout } => {
+            let verb = fledge::rollout::Verb::Pause;
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Resume { rollout } => {
+            let verb = fledge::rollout::Verb::Resume;
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Status { namespace } => {
+            return block_on(cmd::rollout::status_cmd(namespace, cli.global.kubeconfig));
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fledge", &mut std::io::stdout());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a command's future on a fresh runtime.
+fn block_on(
+    f: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 /// A Kubernetes client from `--kubeconfig`, else the usual inference (KUBECONFIG, ~/.kube/config,
