@@ -8,6 +8,8 @@ pub mod sshd;
 
 pub mod sync;
 
+pub mod rollout;
+
 pub mod gitea;
 
 use k8s_openapi::api::core::v1::Namespace;
