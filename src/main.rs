@@ -1,7 +1,7 @@
 //! The `fledge` binary: parses the command line and dispatches to the library.
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser};
 use fledge::cli::{Cli, Command};
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ mod cmd;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     fledge::install_crypto();
     fledge::logging::init(cli.global.log_format, cli.global.verbose);
     match run(cli) {
@@ -20,6 +20,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line. Installed as `kubectl-fledge` (a symlink or a copy), the binary is
+/// the kubectl plugin `kubectl fledge …` and its help says so.
+fn parse_cli() -> Cli {
+    let argv0 = std::env::args_os().next();
+    let plugin = argv0
+        .as_deref()
+        .and_then(|a| Path::new(a).file_stem())
+        .is_some_and(|n| n == "kubectl-fledge");
+    if !plugin {
+        return Cli::parse();
+    }
+    let matches = Cli::command().bin_name("kubectl fledge").get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -10,11 +10,15 @@ use fledge::rollout::replicas::canary_pods;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use std::time::Duration;
-use support::rollout::{deployment, fledge, rollout, rollout_where, track_labels, version};
+use fledge::crd::{TeardownCause, VerdictOutcome};
+use support::rollout::{
+    constant_template, deployment, fledge, rollout, rollout_where, track_labels, version,
+};
 use support::sync::{Setup, bundle, create_repo, is, ns_file, setup, start_agent, status_where};
 use support::{GitRemote, eventually};
 
 const FILES: &str = "[ns.yaml, web.yaml, web-rollout.yaml]";
+const FILES_WITH_TEMPLATE: &str = "[ns.yaml, golden.yaml, web.yaml, web-rollout.yaml]";
 
 fn remote(ns: &str, steps: &str) -> GitRemote {
     GitRemote::new(&[
@@ -169,4 +173,66 @@ async fn an_agent_stopped_mid_rollout_resumes_with_the_same_canary() {
     })
     .await;
     assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v2"));
+}
+
+/// A rollout whose analysis step judges a constant metric through the env's real Prometheus.
+fn remote_with_analysis(env: &support::Env, ns: &str, value: f64) -> GitRemote {
+    GitRemote::new(&[
+        ("fledge.yaml", bundle(ns, FILES_WITH_TEMPLATE)),
+        ("ns.yaml", ns_file(ns)),
+        ("golden.yaml", constant_template("golden", env.prometheus_url(), value, 0.01)),
+        ("web.yaml", deployment("web", 3, "v1")),
+        (
+            "web-rollout.yaml",
+            rollout("web", "[{setWeight: 33}, {analysis: {template: golden, duration: 3s}}]"),
+        ),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_analysis_step_promotes_with_the_verdict_recorded() {
+    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("ropa", "ropa").await;
+    let remote = remote_with_analysis(&env, &ns, 0.001);
+    let _agent = start_agent(&env, &agent_ns.name, &format!("fledge.test/agent={id}"), None).await;
+    create_repo(&client, &repo, &id, &remote.url(), ".").await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    synced(&client, &repo, &deployments).await;
+
+    remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
+    let st = rollout_where(&client, &ns, "web", "promoted after the analysis", 120, |s| {
+        s.phase == Phase::Healthy && !s.analyses.is_empty()
+            && s.handoff.as_ref().is_some_and(|h| s.stable_template_hash.as_deref() == Some(h.template_hash.as_str()))
+    })
+    .await;
+    let a = st.analyses.last().unwrap();
+    assert_eq!((a.verdict, a.template.as_str(), a.step), (VerdictOutcome::Pass, "golden", 1), "{st:#?}");
+    assert_eq!(a.metrics.first().map(|m| m.name.as_str()), Some("error-ratio"));
+    assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_analysis_step_rolls_back_naming_the_metric() {
+    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("rofa", "rofa").await;
+    let remote = remote_with_analysis(&env, &ns, 0.5);
+    let _agent = start_agent(&env, &agent_ns.name, &format!("fledge.test/agent={id}"), None).await;
+    create_repo(&client, &repo, &id, &remote.url(), ".").await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    synced(&client, &repo, &deployments).await;
+
+    remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
+    let st = rollout_where(&client, &ns, "web", "rolled back by the analysis", 120, |s| {
+        s.phase == Phase::RolledBack
+    })
+    .await;
+    assert_eq!(st.teardown.as_ref().map(|t| t.cause), Some(TeardownCause::AnalysisFailed), "{st:#?}");
+    let a = st.analyses.last().unwrap();
+    assert_eq!(a.verdict, VerdictOutcome::Fail, "{st:#?}");
+    assert!(a.metrics.iter().any(|m| m.name == "error-ratio" && m.result != "pass"), "{st:#?}");
+    assert_eq!(st.failed_template_hash, st.handoff.as_ref().map(|h| h.template_hash.clone()));
+    eventually("canary and baseline gone", Duration::from_secs(30), || async {
+        (get(&deployments, "web-canary").await.is_none() && get(&deployments, "web-baseline").await.is_none())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v1"));
 }

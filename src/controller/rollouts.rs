@@ -15,7 +15,7 @@ mod sampler;
 mod tests;
 
 use super::{Agent, EventKind, EventNote};
-use crate::crd::{ConfigRepo, Phase, Rollout, RolloutStatus, TeardownCause};
+use crate::crd::{ConfigRepo, PauseReason, Phase, Rollout, RolloutStatus, TeardownCause};
 use crate::labels::{CONFIG_REPO_LABEL, ROLLOUT_FIELD_MANAGER};
 use crate::rollout::{self, Action, Decision};
 use futures_util::StreamExt;
@@ -97,9 +97,15 @@ impl Rollouts {
             return Ok(None);
         }
         let status = ro.status.clone().unwrap_or_default();
-        let obs = observe::observe(&self.client(), &ro, self.samplers.progress(key))
+        let mut obs = observe::observe(&self.client(), &ro, self.samplers.progress(key))
             .await
             .map_err(Error::Observe)?;
+        // Waiting on an inconclusive result: ask whether the metrics backend answers again.
+        if status.pause_reason == Some(PauseReason::Inconclusive)
+            && let Some(run) = &status.analysis
+        {
+            obs.obs.metrics_backend = sampler::probe(&self.client(), ns, &run.template).await;
+        }
         let decision = rollout::step(&ro.spec, &status, &obs.obs, jiff::Timestamp::now());
         if decision.status != status {
             self.write_status(&api, &ro, &decision.status).await?;

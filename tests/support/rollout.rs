@@ -82,3 +82,12 @@ pub fn fledge(env: &Env, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// An AnalysisTemplate `name` against `prometheus` with one critical threshold metric whose
+/// query is `value` for every track (`label_replace(vector(value), "track", "{{track}}")`): a
+/// real Prometheus answers it without any scraped data.
+pub fn constant_template(name: &str, prometheus: &str, value: f64, max: f64) -> String {
+    format!(
+        "apiVersion: fledge.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: {name}\nspec:\n  prometheus: {{address: \"{prometheus}\"}}\n  interval: 1s\n  minSamples: 2\n  metrics:\n  - name: error-ratio\n    critical: true\n    query: 'label_replace(vector({value}), \"track\", \"{{{{track}}}}\", \"\", \"\")'\n    threshold: {{max: {max}}}\n"
+    )
+}

@@ -9,7 +9,7 @@ use crate::analysis::query::{Params, Window};
 use crate::analysis::analyze;
 use crate::crd::{AnalysisTemplate, Rollout};
 use crate::duration;
-use crate::rollout::{AnalysisObs, AnalysisRequest, AnalysisResult, Track};
+use crate::rollout::{AnalysisObs, AnalysisRequest, AnalysisResult, BackendHealth, Track};
 use crate::controller::queue::Queue;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
@@ -185,4 +185,22 @@ impl Job {
 
 fn unavailable(reason: String) -> AnalysisResult {
     AnalysisResult::Unavailable { reason }
+}
+
+/// Whether the Prometheus of AnalysisTemplate `ns/template` answers a trivial query (asked while
+/// a rollout waits on an inconclusive result, before an automatic retry).
+pub async fn probe(client: &Client, ns: &str, template: &str) -> BackendHealth {
+    let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), ns);
+    let Ok(Some(t)) = api.get_opt(template).await else {
+        return BackendHealth::Down;
+    };
+    let Ok(prom) = prometheus_http_query::Client::try_from(t.spec.prometheus.address.as_str())
+    else {
+        return BackendHealth::Down;
+    };
+    let query = prom.query("vector(1)").get();
+    match tokio::time::timeout(Duration::from_secs(5), query).await {
+        Ok(Ok(_)) => BackendHealth::Up,
+        _ => BackendHealth::Down,
+    }
 }
