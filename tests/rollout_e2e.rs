@@ -236,3 +236,76 @@ async fn a_failing_analysis_step_rolls_back_naming_the_metric() {
     .await;
     assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v1"));
 }
+
+/// `fledge run` as a process, for crash tests: it aborts (as `kill -9` would end it) at the
+/// failpoint given; returns once it has, with its stderr.
+async fn run_until_failpoint(env: &support::Env, agent_ns: &str, id: &str, point: &str, after: impl std::future::Future<Output = ()>) -> String {
+    let cache = std::env::temp_dir().join(support::unique("rocrash-cache"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
+        .args(["run", "--leader-election=false", "--install-crds=false", "--listen", "127.0.0.1:0"])
+        .args(["--namespace", agent_ns, "--selector", &format!("fledge.test/agent={id}")])
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig())
+        .env("FLEDGE_FAILPOINTS", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    after.await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains(&format!("failpoint {point} reached")), "the agent did not crash at {point}: {stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_process_killed_after_the_canary_and_during_promotion_finishes_the_same() {
+    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("rokl", "rokl").await;
+    let remote = remote(&ns, "[{setWeight: 33}, {pause: {duration: 2s}}]");
+    let selector = format!("fledge.test/agent={id}");
+    create_repo(&client, &repo, &id, &remote.url(), ".").await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+
+    // 1. The agent process dies right after it applied the canary.
+    let commit_v2 = async {
+        synced(&client, &repo, &deployments).await;
+        remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
+    };
+    run_until_failpoint(&env, &agent_ns.name, &id, "rollout-after-canary", commit_v2).await;
+    let uid = get(&deployments, "web-canary").await.and_then(|c| c.metadata.uid);
+    assert!(uid.is_some(), "the crash came after the canary was applied");
+
+    // 2. A new process resumes from the status and dies right after promoting stable.
+    run_until_failpoint(&env, &agent_ns.name, &id, "rollout-after-promote", async {}).await;
+    let canary_now = get(&deployments, "web-canary").await.and_then(|c| c.metadata.uid);
+    assert!(canary_now.is_none() || canary_now == uid, "a second canary was created");
+    let rollouts = Api::<Rollout>::namespaced(client.clone(), &ns);
+    let st = rollouts.get("web").await.unwrap().status.unwrap_or_default();
+    assert_eq!(st.phase, Phase::Promoting, "{st:#?}");
+
+    // 3. An agent without crash points finishes: the same end as an uncrashed run.
+    let _agent = start_agent(&env, &agent_ns.name, &selector, None).await;
+    let st = rollout_where(&client, &ns, "web", "promoted and Healthy", 120, |s| {
+        s.phase == Phase::Healthy
+            && s.handoff.as_ref().is_some_and(|h| s.stable_template_hash.as_deref() == Some(h.template_hash.as_str()))
+    })
+    .await;
+    assert!(st.failed_template_hash.is_none(), "{st:#?}");
+    eventually("canary and baseline gone", Duration::from_secs(30), || async {
+        (get(&deployments, "web-canary").await.is_none() && get(&deployments, "web-baseline").await.is_none())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v2"));
+}

@@ -5,6 +5,10 @@
 //! write ends the pass) → carry out the actions in order → requeue. All state is in
 //! `Rollout.status`, so a restarted agent resumes where it was.
 //!
+//! Crash points (`FLEDGE_FAILPOINTS`, see [`crate::failpoint`]): `rollout-after-status` (a status
+//! written, its actions not yet carried out), `rollout-after-canary` (the canary applied) and
+//! `rollout-after-promote` (the stable Deployment given the canary template).
+//!
 //! Submodules: `observe` reads the cluster into [`Observations`], `act` carries out the
 //! [`Action`]s, `sampler` runs the analyses.
 
@@ -109,6 +113,7 @@ impl Rollouts {
         let decision = rollout::step(&ro.spec, &status, &obs.obs, jiff::Timestamp::now());
         if decision.status != status {
             self.write_status(&api, &ro, &decision.status).await?;
+            crate::failpoint::hit("rollout-after-status");
             self.announce(&ro, &status, &decision.status).await;
         }
         self.carry_out(&ro, &obs, &decision).await?;
@@ -254,6 +259,14 @@ impl Rollouts {
                         .await;
                 }
                 other => exec.run(other).await?,
+            }
+            match action {
+                Action::EnsureWorkload {
+                    track: rollout::Track::Canary,
+                    ..
+                } => crate::failpoint::hit("rollout-after-canary"),
+                Action::PromoteStable { .. } => crate::failpoint::hit("rollout-after-promote"),
+                _ => {}
             }
         }
         Ok(())
