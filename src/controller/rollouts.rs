@@ -59,6 +59,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Delay before a Rollout whose pass failed (API error) is tried again.
 const AFTER_ERROR: Duration = Duration::from_secs(5);
 
+/// Delay before a Rollout whose status write lost a compare-and-set is observed again.
+const AFTER_CONFLICT: Duration = Duration::from_millis(200);
+
 /// The rollout controller of one leadership term.
 pub struct Rollouts {
     agent: Arc<Agent>,
@@ -435,6 +438,12 @@ async fn worker(ctl: Arc<Rollouts>) {
         let (c, k) = (ctl.clone(), key.clone());
         let next = match tokio::spawn(async move { c.reconcile(&k).await }).await {
             Ok(Ok(next)) => next,
+            Ok(Err(Error::WriteStatus(kube::Error::Api(e)))) if e.code == 409 => {
+                // Someone (sync's hand-off, a request) wrote the Rollout since it was read: the
+                // pass is void; look again at once with fresh data.
+                tracing::debug!(rollout = %format!("{}/{}", key.0, key.1), "stale status write refused; observing again");
+                Some(AFTER_CONFLICT)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(rollout = %format!("{}/{}", key.0, key.1), error = %e, "rollout pass failed; retrying");
                 Some(AFTER_ERROR)

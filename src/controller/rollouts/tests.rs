@@ -1,6 +1,8 @@
 //! Unit tests of the rollout controller's request bodies (what the API server receives).
 
 use super::*;
+use crate::controller::tests::{Scenario, call};
+use http::Method;
 use crate::rollout::Track;
 use serde_json::json;
 
@@ -63,4 +65,50 @@ fn the_status_write_never_carries_the_handoff_and_is_conditional_on_the_resource
     assert_eq!(body["metadata"]["resourceVersion"], "42");
     assert_eq!(body["status"]["phase"], "Progressing");
     assert!(body["status"].get("handoff").is_none(), "{body}");
+}
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/shop/deployments";
+
+fn apply_path(name: &str) -> String {
+    format!("{DEPLOYMENTS}/{name}?&force=true&fieldManager=fledge-rollout")
+}
+
+#[tokio::test]
+async fn the_executors_make_these_calls_and_absent_workloads_are_not_errors() {
+    let template = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "x:2"}]}});
+    let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+    let (scenario, client) = Scenario::new(vec![
+        call(Method::PATCH, &apply_path("web-baseline"), |b| {
+            b["spec"]["selector"]["matchLabels"]["fledge.dev/track"] == "baseline" && b["spec"]["replicas"] == 1
+        }, 200, stable_json()),
+        call(Method::PATCH, &format!("{DEPLOYMENTS}/web-canary?&fieldManager=fledge-rollout"), |b| {
+            *b == json!({"spec": {"replicas": 2}})
+        }, 404, not_found.clone()),
+        call(Method::DELETE, &format!("{DEPLOYMENTS}/web-canary?"), |b| {
+            b["propagationPolicy"] == "Background"
+        }, 404, not_found),
+        call(Method::PATCH, &apply_path("web"), |b| {
+            // Only the template, the hash and the track label: replicas and selector stay sync's.
+            b["spec"].as_object().map(|o| o.len()) == Some(1)
+                && b["spec"]["template"]["spec"]["containers"][0]["image"] == "x:2"
+                && b["metadata"]["annotations"]["fledge.dev/template-hash"] == "h2"
+                && b["metadata"]["labels"]["fledge.dev/track"] == "stable"
+        }, 200, stable_json()),
+    ]);
+    let (ro, stable) = (rollout(), stable());
+    let exec = act::Executor { client, rollout: &ro, stable: Some(&stable) };
+    let actions = [
+        Action::EnsureWorkload { track: Track::Baseline, template: template.clone(), template_hash: "h1".into(), replicas: 1, progress_deadline_seconds: 600 },
+        Action::ScaleWorkload { track: Track::Canary, replicas: 2 },
+        Action::DeleteWorkload { track: Track::Canary },
+        Action::PromoteStable { template, template_hash: "h2".into(), revision: "abc".into() },
+    ];
+    for a in &actions {
+        exec.run(a).await.expect("carried out");
+    }
+    scenario.verify();
+}
+
+fn stable_json() -> serde_json::Value {
+    serde_json::to_value(stable()).expect("serialisable")
 }
