@@ -91,3 +91,18 @@ pub fn constant_template(name: &str, prometheus: &str, value: f64, max: f64) -> 
         "apiVersion: fledge.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: {name}\nspec:\n  prometheus: {{address: \"{prometheus}\"}}\n  interval: 1s\n  minSamples: 2\n  metrics:\n  - name: error-ratio\n    critical: true\n    query: 'label_replace(vector({value}), \"track\", \"{{{{track}}}}\", \"\", \"\")'\n    threshold: {{max: {max}}}\n"
     )
 }
+
+/// The reasons and notes of the Events about Rollout `ns/name`.
+pub async fn rollout_events(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&kube::api::ListParams::default().fields(&format!("regarding.name={name}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Rollout"))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
