@@ -107,6 +107,9 @@ pub enum Command {
         /// Only this namespace (default: all).
         #[arg(short, long)]
         namespace: Option<String>,
+        /// Print the table again every 2 seconds until interrupted (redrawn in place on a TTY).
+        #[arg(short, long)]
+        watch: bool,
     },
     /// Print a shell completion script (e.g. `fledge completions bash > /etc/bash_completion.d/fledge`).
     Completions {

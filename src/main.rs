@@ -97,8 +97,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let verb = fledge::rollout::Verb::Resume;
             return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
         }
-        Command::Status { namespace } => {
-            return block_on(cmd::rollout::status_cmd(namespace, cli.global.kubeconfig));
+        Command::Status { namespace, watch } => {
+            return block_on(cmd::rollout::status_cmd(namespace, watch, cli.global.kubeconfig));
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fledge", &mut std::io::stdout());

@@ -317,3 +317,17 @@ async fn an_agent_process_killed_after_the_canary_and_during_promotion_finishes_
     .await;
     assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v2"));
 }
+
+#[test]
+fn the_binary_named_kubectl_fledge_is_the_kubectl_plugin() {
+    let dir = std::env::temp_dir().join(support::unique("plugin"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = dir.join("kubectl-fledge");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fledge"), &plugin).unwrap();
+    let out = std::process::Command::new(&plugin).args(["promote", "--help"]).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(help.contains("Usage: kubectl fledge promote [OPTIONS] <ROLLOUT>"), "{help}");
+    assert!(help.contains("--full"), "{help}");
+}

@@ -47,19 +47,36 @@ pub async fn request_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a table of the rollouts in `namespace` (all namespaces when `None`).
+/// Prints a table of the rollouts in `namespace` (all namespaces when `None`); with `watch`,
+/// again every 2 seconds (redrawn in place on a TTY) until interrupted.
 pub async fn status_cmd(
     namespace: Option<String>,
+    watch: bool,
     kubeconfig: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
     let client = crate::kube_client(kubeconfig.as_deref()).await?;
     let api: Api<Rollout> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let list = api.list(&ListParams::default()).await.context("listing rollouts")?;
-    print!("{}", table(&list.items, jiff::Timestamp::now()));
-    Ok(ExitCode::SUCCESS)
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let list = api.list(&ListParams::default()).await.context("listing rollouts")?;
+        let text = table(&list.items, jiff::Timestamp::now());
+        if watch && tty {
+            print!("\x1b[2J\x1b[H{text}");
+        } else {
+            print!("{text}");
+        }
+        if !watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !tty {
+            println!();
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 /// The status table.
