@@ -283,6 +283,10 @@ pub struct RunArgs {
     /// own namespace, so creating a ConfigRepo does not grant reading any Secret of the cluster.
     #[arg(long, value_delimiter = ',', value_name = "NS")]
     pub secret_namespaces: Vec<String>,
+    /// File holding the webhook secret (a mounted Secret). With it, `/webhooks/github` and
+    /// `/webhooks/gitea` accept deliveries signed with HMAC-SHA256; without it they are off.
+    #[arg(long, value_name = "FILE", env = "FLEDGE_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// ConfigRepos reconciled at once (one slow repository never stalls the others).
     #[arg(long, default_value_t = 4)]
     pub workers: usize,

@@ -14,13 +14,13 @@ pub mod duration;
 pub mod failpoint;
 pub mod forge;
 pub mod labels;
+pub mod limits;
 pub mod logging;
 pub mod plan;
 pub mod render;
 pub mod rollout;
 pub mod server;
 pub mod source;
-pub mod text;
 
 /// Selects rustls' crypto provider for the process. Dependencies compile in more than one
 /// (aws-lc-rs and ring) and rustls refuses to guess; call this before making any client.

@@ -1,7 +1,10 @@
 //! The demo workload: `GET /` answers 200 (or 500 with probability `error_rate`) after
 //! `latency_ms ± jitter_ms`; `/metrics` exposes `http_requests_total{service,track,code}` and the
 //! `http_request_duration_seconds{service,track}` histogram in Prometheus format; `/healthz`.
-//! Used by `cargo run --example demo-app` and included by tests and the demo.
+//! Any other path is answered like `/`, so routes with path matches reach it. Every answer says
+//! who served it (`x-fledge-track`, `x-fledge-pod`, `x-fledge-version`) and echoes the request's
+//! headers as JSON in `x-fledge-request-headers` (a gateway's header filters are visible).
+//! Used by `cargo run --example demo-app`, by the env's pod runner, and included by tests.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +26,13 @@ pub struct Config {
     pub latency_jitter_ms: u64,
 }
 
+/// Who an instance is, for the headers of its answers (the pod runner sets it from the pod).
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub pod: String,
+    pub version: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     service: String,
@@ -38,6 +48,7 @@ struct TrackLabels {
 
 struct State {
     config: Config,
+    identity: Identity,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<TrackLabels, Histogram>,
@@ -61,8 +72,8 @@ const BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
 ];
 
-/// The axum router of one instance.
-pub fn router(config: Config) -> axum::Router {
+/// The axum router of one instance that says who it is in its answers.
+pub fn router_for(config: Config, identity: Identity) -> axum::Router {
     let mut registry = Registry::default();
     let requests = Family::<RequestLabels, Counter>::default();
     let durations =
@@ -79,6 +90,7 @@ pub fn router(config: Config) -> axum::Router {
         | 1;
     let state = Arc::new(State {
         config,
+        identity,
         registry,
         requests,
         durations,
@@ -88,12 +100,14 @@ pub fn router(config: Config) -> axum::Router {
         .route("/", axum::routing::get(handle))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/metrics", axum::routing::get(metrics))
+        .fallback(handle)
         .with_state(state)
 }
 
 async fn handle(
     axum::extract::State(s): axum::extract::State<Arc<State>>,
-) -> (axum::http::StatusCode, &'static str) {
+    request_headers: axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse {
     let c = &s.config;
     let jitter = if c.latency_jitter_ms > 0 {
         (s.random() * 2.0 - 1.0) * c.latency_jitter_ms as f64
@@ -118,14 +132,30 @@ async fn handle(
             track: c.track.clone(),
         })
         .observe(start.elapsed().as_secs_f64());
-    if fail {
+    let (status, body) = if fail {
         (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             "injected error\n",
         )
     } else {
         (axum::http::StatusCode::OK, "hello from the demo app\n")
+    };
+    let echo: serde_json::Map<String, serde_json::Value> = request_headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in [
+        ("x-fledge-track", c.track.clone()),
+        ("x-fledge-pod", s.identity.pod.clone()),
+        ("x-fledge-version", s.identity.version.clone()),
+        ("x-fledge-request-headers", serde_json::Value::Object(echo).to_string()),
+    ] {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
     }
+    (status, headers, body)
 }
 
 async fn metrics(
@@ -143,6 +173,17 @@ async fn metrics(
 }
 
 /// Serves one instance on `listener` until the process ends.
+#[allow(dead_code)] // the binary serves named instances
 pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> std::io::Result<()> {
-    axum::serve(listener, router(config)).await
+    serve_as(listener, config, Identity::default()).await
+}
+
+/// Serves one instance that says who it is until the process ends.
+#[allow(dead_code)] // tests that include this file serve anonymous instances
+pub async fn serve_as(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    identity: Identity,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_for(config, identity)).await
 }

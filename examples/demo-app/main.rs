@@ -25,6 +25,12 @@ struct Args {
     /// Uniform jitter (±) added to the latency, in milliseconds.
     #[arg(long, default_value_t = 5)]
     latency_jitter_ms: u64,
+    /// Name of the pod this instance stands for (answers carry it in `x-fledge-pod`).
+    #[arg(long, default_value = "")]
+    pod: String,
+    /// Version of the app (answers carry it in `x-fledge-version`).
+    #[arg(long, default_value = "")]
+    version: String,
 }
 
 #[tokio::main]
@@ -41,7 +47,7 @@ async fn main() -> std::io::Result<()> {
         a.track,
         listener.local_addr()?
     );
-    app::serve(
+    app::serve_as(
         listener,
         app::Config {
             service: a.service,
@@ -49,6 +55,10 @@ async fn main() -> std::io::Result<()> {
             error_rate: a.error_rate,
             latency_ms: a.latency_ms,
             latency_jitter_ms: a.latency_jitter_ms,
+        },
+        app::Identity {
+            pod: a.pod,
+            version: a.version,
         },
     )
     .await

@@ -7,10 +7,13 @@ pub mod verdict;
 
 pub use verdict::{MetricOutcome, MetricResult, Observation, Outcome, Summary, Verdict, judge};
 
+mod prometheus;
 pub mod query;
 pub mod report;
 mod run;
 #[cfg(test)]
 mod tests;
+pub mod validate;
 
 pub use run::{RunError, analyze, retry_policy};
+pub use validate::validate;

@@ -3,8 +3,10 @@
 //! window, once per track, with retries and exponential backoff. Produces one
 //! [`Observation`] per metric.
 
+pub use super::prometheus::{backoff_schedule, request_timeout};
 use super::verdict::Observation;
 use crate::crd::AnalysisTemplateSpec;
+use crate::limits::AnalysisLimits;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,15 +33,22 @@ pub enum TemplateError {
     },
 }
 
-/// Escapes a value for use inside a double-quoted PromQL string (label matcher).
+/// Escapes a value for use inside a double-quoted PromQL string (label matcher). PromQL reads
+/// Go string literals: `'` and `` ` `` need no escape inside double quotes (and `\'` is an
+/// error there).
 pub fn escape(value: &str) -> String {
+    escape_in(value, '"')
+}
+
+fn escape_in(value: &str, quote: char) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\'' => out.push_str("\\'"),
-            '`' => out.push_str("\\`"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -50,15 +59,73 @@ pub fn escape(value: &str) -> String {
     out
 }
 
-/// Fills `{{ name }}` placeholders from `vars` (values escaped). Unknown names are errors.
+/// Where a placeholder sits in a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// Outside any string: only a declared `duration` or `number` may go here.
+    Bare,
+    Double,
+    Single,
+    Backtick,
+    /// After `#` to the end of the line; placeholders here follow the `Bare` rule.
+    Comment,
+}
+
+/// Is `v` a PromQL duration (`5m`, `1h30m`, `250ms`)?
+fn is_duration(v: &str) -> bool {
+    let mut rest = v;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h", "d", "w", "y"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Is `v` a plain decimal number (`3`, `-0.25`, `1e-3`)?
+fn is_number(v: &str) -> bool {
+    v.len() <= 32
+        && v.parse::<f64>().is_ok_and(f64::is_finite)
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+}
+
+/// Fills `{{ name }}` placeholders from `vars`, by context: inside a double- or single-quoted
+/// string the value is escaped as string content; inside a backtick string a value holding a
+/// backtick is refused; outside strings the placeholder must declare its type,
+/// `{{ name:duration }}` or `{{ name:number }}`, and the value must be one. A typed
+/// placeholder is checked in any context. Unknown names are errors.
 pub fn render_query(
     metric: &str,
     template: &str,
     vars: &BTreeMap<String, String>,
 ) -> Result<String, TemplateError> {
+    let bad = |message: String| TemplateError::Invalid {
+        field: "metrics",
+        message: format!("metric {metric}: {message}"),
+    };
     let mut out = String::with_capacity(template.len());
+    let mut ctx = Context::Bare;
     let mut rest = template;
-    while let Some(start) = rest.find("{{") {
+    loop {
+        let Some(start) = rest.find("{{") else {
+            scan(&mut ctx, rest);
+            out.push_str(rest);
+            break;
+        };
+        scan(&mut ctx, &rest[..start]);
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
@@ -66,21 +133,80 @@ pub fn render_query(
                 metric: metric.to_owned(),
             });
         };
-        let name = after[..end].trim();
-        match vars.get(name) {
-            Some(v) => out.push_str(&escape(v)),
-            None => {
-                return Err(TemplateError::UnknownVariable {
-                    metric: metric.to_owned(),
-                    var: name.to_owned(),
-                    known: vars.keys().cloned().collect::<Vec<_>>().join(", "),
-                });
+        let inner = after[..end].trim();
+        let (name, kind) = match inner.split_once(':') {
+            Some((n, k)) => (n.trim(), Some(k.trim())),
+            None => (inner, None),
+        };
+        let Some(value) = vars.get(name) else {
+            return Err(TemplateError::UnknownVariable {
+                metric: metric.to_owned(),
+                var: name.to_owned(),
+                known: vars.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        };
+        let shown = crate::limits::escape_controls(value);
+        match kind {
+            None => {}
+            Some("duration") if is_duration(value) => {}
+            Some("number") if is_number(value) => {}
+            Some(k @ ("duration" | "number")) => {
+                return Err(bad(format!(
+                    "value {shown:?} of {{{{{name}}}}} is not a {k}"
+                )));
+            }
+            Some(k) => {
+                return Err(bad(format!(
+                    "{{{{{name}:{k}}}}}: unknown type {k:?} (use duration or number)"
+                )));
+            }
+        }
+        match (ctx, kind) {
+            (Context::Bare | Context::Comment, None) => {
+                return Err(bad(format!(
+                    "{{{{{name}}}}} is used outside a quoted string, where a value could change the query; quote it, or declare it as {{{{{name}:duration}}}} or {{{{{name}:number}}}}"
+                )));
+            }
+            (Context::Bare | Context::Comment, Some(_)) => out.push_str(value),
+            (Context::Double, _) => out.push_str(&escape_in(value, '"')),
+            (Context::Single, _) => out.push_str(&escape_in(value, '\'')),
+            (Context::Backtick, _) => {
+                if value.contains('`') {
+                    return Err(bad(format!(
+                        "value {shown:?} of {{{{{name}}}}} holds a backtick and is used in a backtick string"
+                    )));
+                }
+                out.push_str(value);
             }
         }
         rest = &after[end + 2..];
     }
-    out.push_str(rest);
+    if !matches!(ctx, Context::Bare | Context::Comment) {
+        return Err(bad("unterminated string literal".into()));
+    }
     Ok(out)
+}
+
+/// Advances the string context over literal query text.
+fn scan(ctx: &mut Context, text: &str) {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        *ctx = match (*ctx, c) {
+            (Context::Bare, '"') => Context::Double,
+            (Context::Bare, '\'') => Context::Single,
+            (Context::Bare, '`') => Context::Backtick,
+            (Context::Bare, '#') => Context::Comment,
+            (Context::Comment, '\n') => Context::Bare,
+            (Context::Double | Context::Single, '\\') => {
+                chars.next();
+                *ctx
+            }
+            (Context::Double, '"') | (Context::Single, '\'') | (Context::Backtick, '`') => {
+                Context::Bare
+            }
+            (c, _) => c,
+        };
+    }
 }
 
 /// Who is judged.
@@ -129,6 +255,8 @@ pub type Queries = Vec<(String, String, Option<String>)>;
 
 /// Checks the template and renders every query for both tracks.
 pub fn prepare(spec: &AnalysisTemplateSpec, params: &Params) -> Result<Queries, TemplateError> {
+    super::validate::validate(spec, None, None, &AnalysisLimits::default())?;
+    let max_query = AnalysisLimits::default().max_query_bytes;
     let mut seen = std::collections::BTreeSet::new();
     let canary_vars = params.vars_for(spec, &params.canary_track);
     let baseline_vars = params.vars_for(spec, &params.baseline_track);
@@ -152,6 +280,15 @@ pub fn prepare(spec: &AnalysisTemplateSpec, params: &Params) -> Result<Queries, 
             .as_ref()
             .map(|_| render_query(&m.name, &m.query, &baseline_vars))
             .transpose()?;
+        if canary.len().max(baseline.as_ref().map_or(0, String::len)) > max_query {
+            return Err(TemplateError::Invalid {
+                field: "metrics",
+                message: format!(
+                    "metric {}: query is over {max_query} bytes after substitution",
+                    m.name
+                ),
+            });
+        }
         out.push((m.name.clone(), canary, baseline));
     }
     if spec.score.marginal > spec.score.pass {
@@ -163,45 +300,6 @@ pub fn prepare(spec: &AnalysisTemplateSpec, params: &Params) -> Result<Queries, 
     Ok(out)
 }
 
-/// Runs one range query with retries; `Ok(values)` (possibly empty: no series) or the last error.
-async fn range(
-    client: &prometheus_http_query::Client,
-    q: &str,
-    w: Window,
-    retry: Retry,
-) -> Result<Vec<f64>, String> {
-    let mut backoff = retry.backoff;
-    let mut last = String::new();
-    for attempt in 0..=retry.retries {
-        if attempt > 0 {
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
-        }
-        let fut = client
-            .query_range(q, w.start, w.end, w.interval.as_secs_f64().max(1.0))
-            .timeout(retry.timeout.as_millis() as i64)
-            .get();
-        match tokio::time::timeout(retry.timeout + Duration::from_secs(1), fut).await {
-            Err(_) => last = format!("timed out after {:?}", retry.timeout),
-            Ok(Err(e)) => last = e.to_string(),
-            Ok(Ok(res)) => {
-                let Some(matrix) = res.data().as_matrix() else {
-                    return Err("query did not return a range vector".into());
-                };
-                return match matrix.as_slice() {
-                    [] => Ok(vec![]),
-                    [series] => Ok(series.samples().iter().map(|s| s.value()).collect()),
-                    many => Err(format!(
-                        "query returned {} series; aggregate it to one (e.g. sum(...))",
-                        many.len()
-                    )),
-                };
-            }
-        }
-    }
-    Err(last)
-}
-
 /// Runs all queries (at most `parallel` at a time) and collects observations by metric name.
 pub async fn observe(
     prometheus: &str,
@@ -209,18 +307,27 @@ pub async fn observe(
     window: Window,
     retry: Retry,
     parallel: usize,
+    limits: &AnalysisLimits,
 ) -> Result<BTreeMap<String, Observation>, String> {
-    let client = prometheus_http_query::Client::try_from(prometheus)
-        .map_err(|e| format!("invalid Prometheus address {prometheus:?}: {e}"))?;
+    let client = prometheus_http_query::Client::try_from(prometheus).map_err(|e| {
+        format!(
+            "invalid Prometheus address: {}",
+            super::prometheus::remote(&e.to_string())
+        )
+    })?;
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (_, canary, baseline)) in queries.iter().enumerate() {
         for (track, q) in [(0u8, Some(canary.clone())), (1u8, baseline.clone())] {
             let Some(q) = q else { continue };
-            let (client, sem) = (client.clone(), sem.clone());
+            let (client, sem, limits) = (client.clone(), sem.clone(), limits.clone());
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                (i, track, range(&client, &q, window, retry).await)
+                (
+                    i,
+                    track,
+                    super::prometheus::range(&client, &q, window, retry, &limits).await,
+                )
             });
         }
     }
@@ -264,7 +371,107 @@ mod tests {
             r#"rate(x{service="web\"} or vector(1) or up{x=\""}[1m])"#
         );
         let vars = BTreeMap::from([("v".to_owned(), "a\\\"\nb".to_owned())]);
-        assert_eq!(render_query("m", "{{ v }}", &vars).unwrap(), r#"a\\\"\nb"#);
+        assert_eq!(
+            render_query("m", "\"{{ v }}\"", &vars).unwrap(),
+            r#""a\\\"\nb""#
+        );
+    }
+
+    #[test]
+    fn retries_stay_within_the_budgets() {
+        let l = AnalysisLimits::default();
+        let retry = |retries, backoff| Retry {
+            retries,
+            backoff,
+            timeout: Duration::from_secs(10),
+        };
+        // A 1 ms backoff is raised to min_backoff; 100 retries are capped to max_retries.
+        let w = backoff_schedule(&retry(100, Duration::from_millis(1)), &l);
+        assert_eq!(w.len(), l.max_retries as usize);
+        assert_eq!(w[0], l.min_backoff);
+        // Just under and just over min_backoff.
+        assert_eq!(
+            backoff_schedule(&retry(1, l.min_backoff), &l)[0],
+            l.min_backoff
+        );
+        let over = l.min_backoff + Duration::from_millis(1);
+        assert_eq!(backoff_schedule(&retry(1, over), &l)[0], over);
+        // Doubling stops at max_backoff.
+        let w = backoff_schedule(&retry(3, l.max_backoff / 2), &l);
+        assert_eq!(w, [l.max_backoff / 2, l.max_backoff, l.max_backoff]);
+        assert_eq!(
+            backoff_schedule(&retry(1, l.max_backoff * 10), &l),
+            [l.max_backoff]
+        );
+        // The total stays within max_retry_time: exactly at it is allowed, a step over is not.
+        let tight = AnalysisLimits {
+            max_retry_time: Duration::from_secs(3),
+            ..l.clone()
+        };
+        assert_eq!(
+            backoff_schedule(&retry(5, Duration::from_secs(1)), &tight).len(),
+            2
+        );
+        let tight = AnalysisLimits {
+            max_retry_time: Duration::from_millis(2999),
+            ..l.clone()
+        };
+        assert_eq!(
+            backoff_schedule(&retry(5, Duration::from_secs(1)), &tight).len(),
+            1
+        );
+        // The request timeout is the template's, at most request_timeout.
+        let mut r = retry(0, Duration::ZERO);
+        r.timeout = l.request_timeout;
+        assert_eq!(request_timeout(&r, &l), l.request_timeout);
+        r.timeout = l.request_timeout + Duration::from_secs(1);
+        assert_eq!(request_timeout(&r, &l), l.request_timeout);
+    }
+
+    #[test]
+    fn placeholders_are_escaped_by_context() {
+        let vars = BTreeMap::from([
+            ("v".to_owned(), "a'b`c\"d".to_owned()),
+            ("w".to_owned(), "5m".to_owned()),
+            ("n".to_owned(), "0.5".to_owned()),
+            ("bad".to_owned(), "1m])) or vector(1) #".to_owned()),
+        ]);
+        let q = |t: &str| render_query("m", t, &vars);
+        assert_eq!(q("x{a=\"{{v}}\"}").unwrap(), "x{a=\"a'b`c\\\"d\"}");
+        assert_eq!(q("x{a='{{v}}'}").unwrap(), "x{a='a\\'b`c\"d'}");
+        assert!(
+            q("x{a=`{{v}}`}").is_err(),
+            "a backtick value in a backtick string"
+        );
+        assert_eq!(
+            q("rate(x[{{w:duration}}]) > {{n:number}}").unwrap(),
+            "rate(x[5m]) > 0.5"
+        );
+        assert!(q("rate(x[{{w}}])").is_err(), "untyped outside quotes");
+        assert!(q("rate(x[{{bad:duration}}])").is_err());
+        assert!(q("x > {{bad:number}}").is_err());
+        assert!(q("x # {{bad}}").is_err(), "comments follow the bare rule");
+        assert!(q("x{a=\"unterminated}").is_err());
+        // Quotes inside strings and escapes do not confuse the context.
+        assert_eq!(
+            q("x{a=\"\\\"'\", b=\"{{v}}\"}").unwrap(),
+            "x{a=\"\\\"'\", b=\"a'b`c\\\"d\"}"
+        );
+    }
+
+    #[test]
+    fn query_length_budget() {
+        let l = AnalysisLimits::default();
+        let spec = |q: String| -> crate::crd::AnalysisTemplateSpec {
+            serde_json::from_value(serde_json::json!({
+                "prometheus": {"address": "http://p"},
+                "metrics": [{"name": "m", "query": q, "threshold": {"max": 1}}]
+            }))
+            .expect("spec")
+        };
+        let params = Params::default();
+        assert!(prepare(&spec("x".repeat(l.max_query_bytes)), &params).is_ok());
+        assert!(prepare(&spec("x".repeat(l.max_query_bytes + 1)), &params).is_err());
     }
 
     #[test]

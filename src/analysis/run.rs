@@ -4,6 +4,7 @@ use super::query::{self, Params, Retry, TemplateError, Window};
 use super::verdict::{self, Verdict};
 use crate::crd::AnalysisTemplateSpec;
 use crate::duration;
+use crate::limits::AnalysisLimits;
 use std::time::Duration;
 
 /// Why an analysis could not run at all (as opposed to an `Inconclusive` verdict).
@@ -43,9 +44,12 @@ pub async fn analyze(
     prometheus: &str,
     window: Window,
 ) -> Result<Verdict, RunError> {
+    let limits = AnalysisLimits::default();
+    let length = Duration::from_secs(window.end.saturating_sub(window.start).max(0) as u64);
+    super::validate::validate(spec, Some(window.interval), Some(length), &limits)?;
     let queries = query::prepare(spec, params)?;
     let retry = retry_policy(spec)?;
-    let observations = query::observe(prometheus, &queries, window, retry, 16)
+    let observations = query::observe(prometheus, &queries, window, retry, 16, &limits)
         .await
         .map_err(RunError::Prometheus)?;
     let mut v = verdict::judge(spec, &observations);

@@ -24,7 +24,7 @@ pub fn exit_code(outcome: Outcome) -> ExitCode {
 fn load_template(path: &std::path::Path) -> anyhow::Result<AnalysisTemplate> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+    let mut docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).map_err(|e| {
         let line = e
             .location()
             .map(|l| format!(":{}", l.line()))
@@ -35,6 +35,15 @@ fn load_template(path: &std::path::Path) -> anyhow::Result<AnalysisTemplate> {
             e.to_string().lines().next().unwrap_or("")
         )
     })?;
+    docs.retain(|d| !d.is_null());
+    if docs.len() != 1 {
+        bail!(
+            "{}: holds {} YAML documents; a template file holds exactly one",
+            path.display(),
+            docs.len()
+        );
+    }
+    let value = docs.remove(0);
     if value["kind"] != "AnalysisTemplate" {
         bail!(
             "{}: expected kind AnalysisTemplate, found {}",
@@ -61,6 +70,14 @@ pub fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     if interval < Duration::from_secs(1) {
         bail!("--interval must be at least 1s");
     }
+    // The one validation the agent runs too, with this run's interval and duration.
+    analysis::validate(
+        spec,
+        Some(interval),
+        Some(args.duration),
+        &fledge::limits::AnalysisLimits::default(),
+    )
+    .with_context(|| format!("{}", args.template.display()))?;
     let params = Params {
         service: args.service.clone(),
         namespace: args.namespace.clone(),

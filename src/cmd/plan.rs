@@ -12,7 +12,7 @@ use fledge::crd::{ConfigRepo, InventoryEntry};
 use fledge::labels::{CONTENT_HASH_ANNOTATION, TEMPLATE_HASH_ANNOTATION};
 use fledge::plan::{self, Action, Live, Policy};
 use fledge::render::{self, ObjectKey, RenderOptions};
-use fledge::text::escape_controls;
+use fledge::limits::escape_controls;
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
@@ -303,7 +303,7 @@ impl<'a> Report<'a> {
         let diff = similar::TextDiff::from_lines(before, after);
         let unified = diff.unified_diff().context_radius(3).header("live", "git").to_string();
         for line in unified.lines() {
-            let line = escape_controls(line);
+            let line = escape_controls(line).into_owned();
             let painted = match line.chars().next() {
                 Some('+') if !line.starts_with("+++") => self.colors.paint("32", &line),
                 Some('-') if !line.starts_with("---") => self.colors.paint("31", &line),

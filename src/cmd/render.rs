@@ -2,8 +2,8 @@
 
 use anyhow::{Context, bail};
 use fledge::cli::{RenderArgs, RenderFormat, SourceArgs};
-use fledge::render::{self, Desired, FileTree, FsTree, RenderErrors, RenderOptions};
-use fledge::source::{self, Auth, GitTree, Mirror};
+use fledge::render::{self, Desired, FileTree, FsTree, GitTree, RenderErrors, RenderOptions};
+use fledge::source::{self, Auth, Mirror};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -61,6 +61,14 @@ pub fn with_tree<R>(args: &SourceArgs, f: impl FnOnce(&dyn FileTree) -> R) -> an
 }
 
 fn options(args: &SourceArgs, kubeconfig: Option<&Path>) -> anyhow::Result<RenderOptions> {
+    if let Some(name) = &args.name {
+        // The name becomes a label value on every object: validate it as the API server would.
+        let why =
+            render::label_value_problem(name).or_else(|| render::name_problem("ConfigRepo", name));
+        if let Some(why) = why {
+            bail!("--name {:?}: {why}", fledge::limits::escape_controls(name));
+        }
+    }
     let mut opts = RenderOptions {
         max_objects: args.max_objects,
         config_repo: args.name.clone(),

@@ -138,9 +138,21 @@ pub async fn run_cmd(
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
-    let server = tokio::spawn(server::serve(listener, probes));
+    // Webhooks: a signed push fetches the matching ConfigRepos at once (no secret: endpoints off).
+    let secret = match &args.webhook_secret_file {
+        Some(path) => server::webhooks::WebhookSecret::from_file(path)
+            .with_context(|| format!("reading --webhook-secret-file {}", path.display()))?,
+        None => None,
+    };
+    if args.webhook_secret_file.is_some() && secret.is_none() {
+        anyhow::bail!("--webhook-secret-file is empty: the webhook endpoints need a secret");
+    }
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(256);
+    let app = server::router(probes).merge(server::webhooks::router(secret, events_tx));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let lease = opts.lease.clone();
     let agent = controller::Agent::new(client.clone(), opts, metrics);
+    tokio::spawn(controller::on_webhooks(agent.clone(), events_rx));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {

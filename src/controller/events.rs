@@ -92,7 +92,7 @@ impl Events {
         regarding: &ObjectReference,
         note: Note,
     ) -> Result<(), kube::Error> {
-        let message = truncate(&crate::text::escape_controls(&note.message), MAX_NOTE);
+        let message = truncate(&crate::limits::escape_controls(&note.message), MAX_NOTE);
         let key = Key {
             regarding: ref_key(regarding),
             kind: note.kind,

@@ -110,6 +110,36 @@ impl Agent {
     }
 }
 
+/// Acts on verified webhook deliveries: a push to a ConfigRepo's branch fetches it at once.
+/// Pull-request events are logged (the plan check on pull requests is not wired yet).
+pub async fn on_webhooks(
+    agent: Arc<Agent>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::server::webhooks::WebhookEvent>,
+) {
+    use crate::server::webhooks::WebhookEvent;
+    while let Some(ev) = rx.recv().await {
+        let WebhookEvent::Push(push) = &ev else {
+            tracing::debug!(event = ?ev, "webhook event not acted on");
+            continue;
+        };
+        let repos = match Api::<ConfigRepo>::all(agent.client.clone()).list(&Default::default()).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                tracing::warn!(error = %crate::apply::kube_message(&e), "listing ConfigRepos for a webhook failed");
+                continue;
+            }
+        };
+        for r in repos {
+            let same_branch = push.branch() == Some(r.spec.branch.as_str());
+            if same_branch && ev.is_for_repo(&r.spec.url) {
+                let name = r.metadata.name.clone().unwrap_or_default();
+                tracing::info!(repo = %name, delivery = %push.delivery, "push webhook: fetching now");
+                agent.trigger(&name).await;
+            }
+        }
+    }
+}
+
 /// Runs the agent's work while it is the leader.
 async fn work(agent: Arc<Agent>) {
     let repos: Api<ConfigRepo> = Api::all(agent.client.clone());

@@ -37,9 +37,14 @@ impl fmt::Display for RenderError {
         } else {
             &self.path
         };
+        // Names, paths and messages come from the repository: escape control characters so a
+        // newline in a name cannot forge another line of output.
+        let path = crate::limits::escape_controls(path);
+        let message = self.kind.to_string();
+        let message = crate::limits::escape_controls(&message);
         match self.line {
-            Some(line) => write!(f, "{path}:{line}: {}", self.kind),
-            None => write!(f, "{path}: {}", self.kind),
+            Some(line) => write!(f, "{path}:{line}: {message}"),
+            None => write!(f, "{path}: {message}"),
         }
     }
 }
@@ -112,6 +117,20 @@ pub enum ErrorKind {
     Duplicate { key: String, other: String },
     #[error("render produced {count} objects, over the limit of {limit}")]
     TooManyObjects { count: usize, limit: usize },
+    #[error("{what} over the limit of {limit}")]
+    Limit { what: &'static str, limit: u64 },
+    #[error("YAML nests deeper than {0} levels")]
+    TooDeepYaml(usize),
+    #[error("{0}")]
+    Skipped(String),
+    #[error("invalid {field} {value}: {why}")]
+    InvalidIdentity {
+        field: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("file is included more than once (first from {0})")]
+    IncludedTwice(String),
     #[error("render produced no objects")]
     Empty,
 }

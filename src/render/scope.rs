@@ -8,6 +8,8 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scopes {
     known: HashMap<(String, String), bool>,
+    /// Kinds learnt from CRDs in this render.
+    crds: HashMap<(String, String), bool>,
 }
 
 const NAMESPACED: &[(&str, &str)] = &[
@@ -123,16 +125,50 @@ impl Scopes {
             .copied()
     }
 
-    /// Adds the kinds a CustomResourceDefinition object defines.
-    pub fn learn_crd(&mut self, crd: &serde_json::Value) {
+    /// Adds the kinds a CustomResourceDefinition object defines. A CRD may not redefine a
+    /// built-in kind (the API server would refuse it, and believing it would put a default
+    /// namespace on a cluster-scoped object or leave one off a namespaced object).
+    pub fn learn_crd(&mut self, crd: &serde_json::Value) -> Result<(), String> {
         let spec = &crd["spec"];
         if let (Some(group), Some(kind), Some(scope)) = (
             spec["group"].as_str(),
             spec["names"]["kind"].as_str(),
             spec["scope"].as_str(),
         ) {
-            self.insert(group, kind, scope == "Namespaced");
+            let namespaced = match scope {
+                "Namespaced" => true,
+                "Cluster" => false,
+                other => {
+                    return Err(format!(
+                        "CRD scope {other:?} is neither Namespaced nor Cluster"
+                    ));
+                }
+            };
+            let table = NAMESPACED
+                .iter()
+                .map(|gk| (gk, true))
+                .chain(CLUSTER.iter().map(|gk| (gk, false)))
+                .find(|((g, k), _)| *g == group && *k == kind)
+                .map(|(_, n)| n);
+            if group.is_empty() || table.is_some_and(|n| n != namespaced) {
+                return Err(format!(
+                    "CRD redefines the scope of the built-in kind {kind} (group {group:?}); the API server would refuse it"
+                ));
+            }
+            if self
+                .crds
+                .get(&(group.to_owned(), kind.to_owned()))
+                .is_some_and(|n| *n != namespaced)
+            {
+                return Err(format!(
+                    "another CRD in the render defines {kind} (group {group:?}) with the other scope"
+                ));
+            }
+            self.crds
+                .insert((group.to_owned(), kind.to_owned()), namespaced);
+            self.insert(group, kind, namespaced);
         }
+        Ok(())
     }
 }
 

@@ -217,24 +217,28 @@ fn a_plain_directory_renders_as_an_implicit_bundle() {
 
 // --- properties ------------------------------------------------------------------------------
 
+/// A tree whose files are inserted in `order`, with a bundle that sets a namespace and patches.
 fn shuffled_tree(order: &[usize], names: &[String]) -> MemTree {
-    // MemTree lists in sorted order; simulate file-system order by inserting in a given order and
-    // listing through a wrapper that reverses/rotates.
     let mut t = MemTree::default();
     for &i in order {
         t = t.with(
             &format!("d/{}.yaml", names[i]),
-            cm(&names[i], "  namespace: n\ndata: {k: v}\n"),
+            cm(&names[i], "data: {k: v}\n"),
         );
     }
-    t.with(
-        "fledge.yaml",
-        "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\ninclude: [d]\n",
-    )
+    let mut bundle = String::from(
+        "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: n\ninclude: [d]\npatches:\n",
+    );
+    for (i, name) in names.iter().enumerate().take(3) {
+        bundle.push_str(&format!(
+            "- target: {{kind: ConfigMap, name: {name}}}\n  ops: [{{op: add, path: /data/p, value: '{i}'}}]\n"
+        ));
+    }
+    t.with("fledge.yaml", bundle)
 }
 
-/// Lists directory entries in a scrambled order, as a real file system may.
-struct Scrambled(MemTree, usize);
+/// Lists directory entries in a given scrambled order, as a real file system may.
+struct Scrambled(MemTree, Vec<usize>);
 impl FileTree for Scrambled {
     fn entry(&self, p: &str) -> Result<Entry, String> {
         self.0.entry(p)
@@ -243,26 +247,38 @@ impl FileTree for Scrambled {
         self.0.read(p)
     }
     fn list(&self, p: &str) -> Result<Vec<String>, String> {
-        let mut v = self.0.list(p)?;
-        if !v.is_empty() {
-            let k = self.1 % v.len();
-            v.rotate_left(k);
-            v.reverse();
-        }
-        Ok(v)
+        let v = self.0.list(p)?;
+        let mut keyed: Vec<(usize, String)> = v
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| (self.1.get(i).copied().unwrap_or(i), name))
+            .collect();
+        keyed.sort();
+        Ok(keyed.into_iter().map(|(_, n)| n).collect())
     }
 }
 
 proptest! {
     #[test]
-    fn render_is_deterministic_and_independent_of_listing_order(n in 1usize..12, seed in 0usize..1000) {
-        let names: Vec<String> = (0..n).map(|i| format!("cm{}", (i * 7 + seed) % 97)).collect::<BTreeSet<_>>().into_iter().collect();
-        let order: Vec<usize> = (0..names.len()).collect();
+    fn render_is_deterministic_and_independent_of_listing_order(
+        (names, order, listing) in proptest::collection::btree_set("[a-z][a-z0-9]{0,5}", 1..12)
+            .prop_flat_map(|names| {
+                let names: Vec<String> = names.into_iter().collect();
+                let n = names.len();
+                let idx: Vec<usize> = (0..n).collect();
+                (Just(names), Just(idx.clone()).prop_shuffle(), Just(idx).prop_shuffle())
+            })
+    ) {
+        // Files inserted in one shuffled order and listed in another give the same render as
+        // the sorted tree.
+        let sorted: Vec<usize> = (0..names.len()).collect();
+        let base = render(&shuffled_tree(&sorted, &names), "", &opts()).unwrap();
         let tree = shuffled_tree(&order, &names);
         let a = render(&tree, "", &opts()).unwrap();
-        let b = render(&Scrambled(tree.clone(), seed), "", &opts()).unwrap();
+        let b = render(&Scrambled(tree, listing), "", &opts()).unwrap();
         prop_assert_eq!(a.to_yaml(), b.to_yaml());
-        prop_assert_eq!(a.to_json(), render(&tree, "", &opts()).unwrap().to_json());
+        prop_assert_eq!(a.to_json(), base.to_json());
+        prop_assert_eq!(a.objects.len(), names.len());
     }
 
     #[test]

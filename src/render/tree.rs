@@ -1,5 +1,5 @@
 //! Read-only views of a repository's files for the renderer: a work tree on disk ([`FsTree`]) or
-//! a git commit ([`crate::source::GitTree`]). Paths are repo-relative, `/`-separated, normalised
+//! a git commit ([`super::GitTree`]). Paths are repo-relative, `/`-separated, normalised
 //! (`""` is the root); [`resolve`] makes every path safe: no `..` above the root and no symlink
 //! that leaves the tree.
 
@@ -18,6 +18,8 @@ pub enum Entry {
         target: String,
     },
     Missing,
+    /// Something that is neither (a git submodule, a device, a socket), described for messages.
+    Other(String),
 }
 
 /// A repository's files at one revision. Implementations must not follow symlinks themselves.
@@ -70,6 +72,15 @@ pub fn parent(path: &str) -> &str {
 /// Resolves symlinks in every component of `path`, so that the result names a real entry inside
 /// the tree. A link whose target leaves the tree, or a chain of more than 40 links, is an error.
 pub fn resolve(tree: &dyn FileTree, path: &str) -> Result<(String, Entry), RenderError> {
+    resolve_with(tree, path, 40)
+}
+
+/// [`resolve`] with a budget of symlink hops.
+pub fn resolve_with(
+    tree: &dyn FileTree,
+    path: &str,
+    max_hops: usize,
+) -> Result<(String, Entry), RenderError> {
     let mut hops = 0;
     let mut done: Vec<String> = Vec::new();
     let mut todo: Vec<String> = path
@@ -90,7 +101,7 @@ pub fn resolve(tree: &dyn FileTree, path: &str) -> Result<(String, Entry), Rende
         match entry {
             Entry::Symlink { target } => {
                 hops += 1;
-                if hops > 40 {
+                if hops > max_hops {
                     return Err(RenderError::at(tree.display(path), ErrorKind::SymlinkLoop));
                 }
                 let base = done.join("/");
@@ -175,7 +186,9 @@ impl FileTree for FsTree {
             }
             Ok(m) if m.is_dir() => Ok(Entry::Dir),
             Ok(m) if m.is_file() => Ok(Entry::File { size: m.len() }),
-            Ok(_) => Err("not a regular file or directory".into()),
+            Ok(_) => Ok(Entry::Other(
+                "not a regular file, directory or symlink".into(),
+            )),
         }
     }
 
@@ -190,7 +203,12 @@ impl FileTree for FsTree {
             let e = e.map_err(|e| e.to_string())?;
             match e.file_name().into_string() {
                 Ok(n) => names.push(n),
-                Err(n) => return Err(format!("file name is not UTF-8: {}", n.to_string_lossy())),
+                Err(n) => {
+                    return Err(format!(
+                        "file name {:?} in this directory is not UTF-8",
+                        n.to_string_lossy()
+                    ));
+                }
             }
         }
         Ok(names)

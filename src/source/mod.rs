@@ -22,11 +22,9 @@ pub use remote::{
 };
 pub use watch::watch;
 
-use crate::render::{Entry, FileTree};
 use git2::{ErrorClass, ErrorCode, FetchOptions, Oid, Repository};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -361,128 +359,5 @@ pub async fn fetch_async_with(
     })
 }
 
-/// The tree of one commit, read straight from git objects. Symlinks are reported as such (their
-/// target is the blob content) so the renderer can check they stay inside the tree.
-///
-/// Each directory's entries are read once and kept, so looking up many files in a large
-/// directory stays linear (libgit2 does not cache large tree objects), and file sizes come from
-/// object headers rather than from decompressing blobs.
-pub struct GitTree<'r> {
-    repo: &'r Repository,
-    tree: git2::Tree<'r>,
-    commit: Oid,
-    odb: git2::Odb<'r>,
-    dirs: std::cell::RefCell<HashMap<String, Option<Rc<DirIndex>>>>,
-}
-
-/// Entries of one directory: name → (kind, file mode, object id).
-type DirIndex = HashMap<String, (Option<git2::ObjectType>, i32, Oid)>;
-
-fn index_of(tree: &git2::Tree<'_>) -> DirIndex {
-    tree.iter()
-        .filter_map(|e| Some((e.name().ok()?.to_owned(), (e.kind(), e.filemode(), e.id()))))
-        .collect()
-}
-
-fn split_parent(path: &str) -> (&str, &str) {
-    path.rsplit_once('/').unwrap_or(("", path))
-}
-
-impl<'r> GitTree<'r> {
-    pub fn at(repo: &'r Repository, commit: Oid) -> std::result::Result<GitTree<'r>, git2::Error> {
-        let tree = repo.find_commit(commit)?.tree()?;
-        let odb = repo.odb()?;
-        Ok(GitTree {
-            repo,
-            tree,
-            commit,
-            odb,
-            dirs: Default::default(),
-        })
-    }
-
-    pub fn commit(&self) -> Oid {
-        self.commit
-    }
-
-    /// The entries of directory `dir` (`None`: no such directory).
-    fn dir(&self, dir: &str) -> Result<Option<Rc<DirIndex>>, String> {
-        if let Some(cached) = self.dirs.borrow().get(dir) {
-            return Ok(cached.clone());
-        }
-        let index = if dir.is_empty() {
-            Some(Rc::new(index_of(&self.tree)))
-        } else {
-            let (parent, name) = split_parent(dir);
-            match self
-                .dir(parent)?
-                .as_ref()
-                .and_then(|p| p.get(name).copied())
-            {
-                Some((Some(git2::ObjectType::Tree), _, oid)) => {
-                    let tree = self
-                        .repo
-                        .find_tree(oid)
-                        .map_err(|e| e.message().to_owned())?;
-                    Some(Rc::new(index_of(&tree)))
-                }
-                _ => None,
-            }
-        };
-        self.dirs.borrow_mut().insert(dir.to_owned(), index.clone());
-        Ok(index)
-    }
-
-    fn lookup(&self, path: &str) -> Result<Option<(Option<git2::ObjectType>, i32, Oid)>, String> {
-        let (parent, name) = split_parent(path);
-        Ok(self.dir(parent)?.and_then(|d| d.get(name).copied()))
-    }
-}
-
-impl FileTree for GitTree<'_> {
-    fn entry(&self, path: &str) -> Result<Entry, String> {
-        if path.is_empty() {
-            return Ok(Entry::Dir);
-        }
-        match self.lookup(path)? {
-            None => Ok(Entry::Missing),
-            Some((Some(git2::ObjectType::Tree), _, _)) => Ok(Entry::Dir),
-            Some((Some(git2::ObjectType::Blob), 0o120000, oid)) => {
-                let blob = self
-                    .repo
-                    .find_blob(oid)
-                    .map_err(|e| e.message().to_owned())?;
-                Ok(Entry::Symlink {
-                    target: String::from_utf8_lossy(blob.content()).into_owned(),
-                })
-            }
-            Some((Some(git2::ObjectType::Blob), _, oid)) => {
-                let (size, _) = self
-                    .odb
-                    .read_header(oid)
-                    .map_err(|e| e.message().to_owned())?;
-                Ok(Entry::File { size: size as u64 })
-            }
-            // Submodules (commits) and anything else are not part of the config.
-            Some(_) => Ok(Entry::Missing),
-        }
-    }
-
-    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        let Some((_, _, oid)) = self.lookup(path)? else {
-            return Err("no such file".into());
-        };
-        let blob = self
-            .repo
-            .find_blob(oid)
-            .map_err(|e| e.message().to_owned())?;
-        Ok(blob.content().to_vec())
-    }
-
-    fn list(&self, path: &str) -> Result<Vec<String>, String> {
-        match self.dir(path)? {
-            Some(d) => Ok(d.keys().cloned().collect()),
-            None => Err("not a directory".into()),
-        }
-    }
-}
+/// The tree of one commit, as the renderer reads it (hardened: budgets, odd entries refused).
+pub use crate::render::GitTree;

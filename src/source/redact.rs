@@ -109,22 +109,9 @@ pub fn redact_text(text: &str, secrets: &[&str]) -> String {
     out
 }
 
-/// Control characters (newline, escape, NUL, …) as visible escapes: `\n`, `\u{1b}`.
+/// Control characters escaped (one implementation for the crate: [`crate::limits::escape_controls`]).
 pub fn escape_control(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::limits::escape_controls(s).into_owned()
 }
 
 fn percent_encode(s: &str) -> String {

@@ -12,6 +12,8 @@ pub mod rollout;
 
 pub mod gitea;
 
+pub mod dataplane;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
