@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use fledge::crd::Rollout;
 use fledge::rollout::{REQUEST_ANNOTATION, Request, Verb};
-use fledge::text::escape_controls;
+use fledge::limits::escape_controls;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use std::path::PathBuf;
@@ -115,7 +115,7 @@ pub fn table(rollouts: &[Rollout], now: jiff::Timestamp) -> String {
                 .map(|s| format!("{s:.1}"))
                 .unwrap_or_else(|| "-".into()),
             age,
-            escape_controls(st.reason.as_deref().unwrap_or("")),
+            escape_controls(st.reason.as_deref().unwrap_or("")).into_owned(),
         ]);
     }
     let widths: Vec<usize> = (0..8)
