@@ -72,6 +72,45 @@ pub enum Command {
     /// Show what applying a bundle would change in the live cluster: a diff per object (from a
     /// server-side apply dry run) and a summary. Exit 0 no changes, 2 changes, 1 error.
     Plan(PlanArgs),
+    /// Finish the current step of a rollout (a pause, a marginal or inconclusive analysis) and
+    /// go on; with --full, skip all remaining steps and promote.
+    Promote {
+        /// Skip the remaining steps.
+        #[arg(long)]
+        full: bool,
+        /// The Rollout, as NAMESPACE/NAME.
+        rollout: String,
+    },
+    /// Abort a rollout: traffic back to stable, canary and baseline removed, `RolledBack`.
+    Abort {
+        /// The Rollout, as NAMESPACE/NAME.
+        rollout: String,
+    },
+    /// Run again: an analysis step after an inconclusive or marginal verdict, or the whole
+    /// rollout of a template that failed.
+    Retry {
+        /// The Rollout, as NAMESPACE/NAME.
+        rollout: String,
+    },
+    /// Hold a rollout where it is (weights and workloads stay).
+    Pause {
+        /// The Rollout, as NAMESPACE/NAME.
+        rollout: String,
+    },
+    /// Undo `pause`; also ends an indefinite `pause` step.
+    Resume {
+        /// The Rollout, as NAMESPACE/NAME.
+        rollout: String,
+    },
+    /// Print a table of rollouts: phase, step k/n, set/actual canary weight, last score, age.
+    Status {
+        /// Only this namespace (default: all).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Print the table again every 2 seconds until interrupted (redrawn in place on a TTY).
+        #[arg(short, long)]
+        watch: bool,
+    },
     /// Print a shell completion script (e.g. `fledge completions bash > /etc/bash_completion.d/fledge`).
     Completions {
         /// Shell to generate completions for.

@@ -1,7 +1,7 @@
 //! The `fledge` binary: parses the command line and dispatches to the library.
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser};
 use fledge::cli::{Cli, Command};
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ mod cmd;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     fledge::install_crypto();
     fledge::logging::init(cli.global.log_format, cli.global.verbose);
     match run(cli) {
@@ -20,6 +20,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line. Installed as `kubectl-fledge` (a symlink or a copy), the binary is
+/// the kubectl plugin `kubectl fledge …` and its help says so.
+fn parse_cli() -> Cli {
+    let argv0 = std::env::args_os().next();
+    let plugin = argv0
+        .as_deref()
+        .and_then(|a| Path::new(a).file_stem())
+        .is_some_and(|n| n == "kubectl-fledge");
+    if !plugin {
+        return Cli::parse();
+    }
+    let matches = Cli::command().bin_name("kubectl fledge").get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -58,11 +73,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             return rt.block_on(cmd::plan::plan_cmd(args, cli.global.kubeconfig.as_deref()));
         }
+        Command::Promote { full, rollout } => {
+            let verb = if full {
+                fledge::rollout::Verb::PromoteFull
+            } else {
+                fledge::rollout::Verb::Promote
+            };
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Abort { rollout } => {
+            let verb = fledge::rollout::Verb::Abort;
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Retry { rollout } => {
+            let verb = fledge::rollout::Verb::Retry;
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Pause { rollout } => {
+            let verb = fledge::rollout::Verb::Pause;
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Resume { rollout } => {
+            let verb = fledge::rollout::Verb::Resume;
+            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+        }
+        Command::Status { namespace, watch } => {
+            return block_on(cmd::rollout::status_cmd(namespace, watch, cli.global.kubeconfig));
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fledge", &mut std::io::stdout());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a command's future on a fresh runtime.
+fn block_on(
+    f: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 /// A Kubernetes client from `--kubeconfig`, else the usual inference (KUBECONFIG, ~/.kube/config,

@@ -28,7 +28,7 @@ fn deployment(name: &str, replicas: Option<u32>, version: &str) -> String {
 
 fn rollout(name: &str) -> String {
     format!(
-        "apiVersion: fledge.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  targetRef: {{kind: Deployment, name: {name}}}\n  service: {name}\n  steps:\n  - setWeight: 10\n"
+        "apiVersion: fledge.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  targetRef: {{kind: Deployment, name: {name}}}\n  service: {name}\n  steps:\n  - setWeight: 10\n  - pause: {{}}\n"
     )
 }
 

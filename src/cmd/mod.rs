@@ -3,4 +3,5 @@
 pub mod analyze;
 pub mod plan;
 pub mod render;
+pub mod rollout;
 pub mod run;

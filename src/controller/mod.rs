@@ -8,6 +8,7 @@ pub mod inventory;
 mod leader;
 pub mod queue;
 mod reconcile;
+pub mod rollouts;
 mod report;
 pub mod selector;
 pub mod status;
@@ -175,6 +176,8 @@ async fn work(agent: Arc<Agent>) {
         }
     });
     let _repo_watch = AbortOnDrop(repo_watch);
+    // The rollout controller: its own queue and workers, so analysis never blocks sync.
+    let _rollouts = AbortOnDrop(tokio::spawn(rollouts::run(agent.clone())));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..agent.opts.workers.max(1) {
         workers.spawn(worker(agent.clone()));

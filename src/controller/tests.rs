@@ -1,7 +1,8 @@
 //! Unit tests of the reconcile steps against a scripted API server: each scenario names the
 //! calls it expects (method, path with query, and what the body must say) and fails on a
 //! missing, extra or different call. Kubernetes behaviour itself is tested against the real
-//! control plane (tests/sync_*.rs); these pin down which requests each step makes.
+//! control plane (tests/sync_*.rs); these pin down which requests each step makes. The rollout
+//! controller's executor tests (`rollouts/tests.rs`) reuse the scripted server.
 
 use super::steps::InventoryRead;
 use super::{Agent, AgentOptions};
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One expected call and the answer to it.
-struct Call {
+pub(super) struct Call {
     method: Method,
     path: String,
     /// Checks the request body.
@@ -27,7 +28,7 @@ struct Call {
     answer: Value,
 }
 
-fn call(method: Method, path: &str, body: impl Fn(&Value) -> bool + Send + 'static, status: u16, answer: Value) -> Call {
+pub(super) fn call(method: Method, path: &str, body: impl Fn(&Value) -> bool + Send + 'static, status: u16, answer: Value) -> Call {
     Call {
         method,
         path: path.into(),
@@ -39,13 +40,13 @@ fn call(method: Method, path: &str, body: impl Fn(&Value) -> bool + Send + 'stat
 
 /// A scripted API server: calls must come in the given order.
 #[derive(Clone)]
-struct Scenario {
+pub(super) struct Scenario {
     calls: Arc<Mutex<Vec<Call>>>,
     errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Scenario {
-    fn new(calls: Vec<Call>) -> (Scenario, kube::Client) {
+    pub(super) fn new(calls: Vec<Call>) -> (Scenario, kube::Client) {
         let s = Scenario {
             calls: Arc::new(Mutex::new(calls.into_iter().rev().collect())),
             errors: Arc::default(),
@@ -89,7 +90,7 @@ impl Scenario {
     }
 
     /// Fails the test on a wrong, extra or missing call.
-    fn verify(&self) {
+    pub(super) fn verify(&self) {
         let errors = self.errors.lock().unwrap();
         assert!(errors.is_empty(), "{errors:#?}");
         let left = self.calls.lock().unwrap();

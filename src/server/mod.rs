@@ -48,6 +48,13 @@ pub struct CategoryLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutPhase {
+    pub namespace: String,
+    pub rollout: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
     pub method: String,
 }
@@ -82,6 +89,10 @@ pub struct Metrics {
     pub fetch_errors: Family<ReasonLabel, Counter>,
     pub apply_errors: Family<CategoryLabel, Counter>,
     pub leader: Gauge,
+    /// 1 for each Rollout's current phase, 0 for the phases it had before.
+    pub rollout_phase: Family<RolloutPhase, Gauge>,
+    /// Rollouts aborted, by teardown cause (a fixed set).
+    pub rollout_aborts: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +107,18 @@ impl Default for Metrics {
         let fetch_errors = Family::<ReasonLabel, Counter>::default();
         let apply_errors = Family::<CategoryLabel, Counter>::default();
         let leader = Gauge::default();
+        let rollout_phase = Family::<RolloutPhase, Gauge>::default();
+        let rollout_aborts = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "rollout_phase",
+            "1 for the phase each Rollout is in",
+            rollout_phase.clone(),
+        );
+        registry.register(
+            "rollout_aborts",
+            "Rollouts aborted, by cause",
+            rollout_aborts.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Duration of ConfigRepo reconciles",
@@ -145,11 +168,45 @@ impl Default for Metrics {
             fetch_errors,
             apply_errors,
             leader,
+            rollout_phase,
+            rollout_aborts,
         }
     }
 }
 
+/// Phases a Rollout can be in (labels of `fledge_rollout_phase`).
+const ROLLOUT_PHASES: [&str; 7] = [
+    "Healthy",
+    "Progressing",
+    "Paused",
+    "Promoting",
+    "Aborted",
+    "RolledBack",
+    "RollbackPending",
+];
+
 impl Metrics {
+    /// Sets `fledge_rollout_phase{namespace, rollout, phase}`: 1 for `phase`, 0 for the others.
+    pub fn set_rollout_phase(&self, namespace: &str, rollout: &str, phase: &str) {
+        for p in ROLLOUT_PHASES {
+            let label = RolloutPhase {
+                namespace: namespace.into(),
+                rollout: rollout.into(),
+                phase: p.into(),
+            };
+            self.rollout_phase.get_or_create(&label).set(i64::from(p == phase));
+        }
+    }
+
+    /// Counts an abort; `cause` is a teardown cause (`AnalysisFailed`, `Aborted`, …).
+    pub fn count_rollout_abort(&self, cause: &str) {
+        self.rollout_aborts
+            .get_or_create(&ReasonLabel {
+                reason: cause.into(),
+            })
+            .inc();
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

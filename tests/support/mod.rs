@@ -8,6 +8,8 @@ pub mod sshd;
 
 pub mod sync;
 
+pub mod rollout;
+
 pub mod gitea;
 
 pub mod dataplane;

@@ -1,0 +1,461 @@
+//! The rollout controller: drives every Rollout through the pure engine ([`crate::rollout::step`])
+//! on the same keyed work queue as sync ([`Queue`]), one `(namespace, name)` per worker at a
+//! time, while this agent leads. A pass is a pipeline: observe the cluster → step → write the
+//! status (server-side apply as `fledge-rollout`, compare-and-set on `resourceVersion`; a stale
+//! write ends the pass) → carry out the actions in order → requeue. All state is in
+//! `Rollout.status`, so a restarted agent resumes where it was.
+//!
+//! Crash points (`FLEDGE_FAILPOINTS`, see [`crate::failpoint`]): `rollout-after-status` (a status
+//! written, its actions not yet carried out), `rollout-after-canary` (the canary applied) and
+//! `rollout-after-promote` (the stable Deployment given the canary template).
+//!
+//! Submodules: `observe` reads the cluster into [`Observations`], `act` carries out the
+//! [`Action`]s, `sampler` runs the analyses.
+
+mod act;
+mod observe;
+mod sampler;
+#[cfg(test)]
+mod tests;
+
+use super::{Agent, EventKind, EventNote};
+use crate::crd::{ConfigRepo, PauseReason, Phase, Rollout, RolloutStatus, TeardownCause};
+use crate::labels::{CONFIG_REPO_LABEL, ROLLOUT_FIELD_MANAGER};
+use crate::rollout::{self, Action, Decision};
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use act::{ActError, workload_body};
+pub use sampler::Samplers;
+
+use super::queue::Queue;
+
+/// A Rollout's key in the queue: `(namespace, name)`.
+pub type Key = (String, String);
+
+/// Why a pass ended early. Each pipeline step has its own variant.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading the Rollout: {0}")]
+    Read(#[source] kube::Error),
+    #[error("observing the cluster: {0}")]
+    Observe(#[source] kube::Error),
+    #[error("writing the status: {0}")]
+    WriteStatus(#[source] kube::Error),
+    #[error("{0}")]
+    Act(#[from] ActError),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Delay before a Rollout whose pass failed (API error) is tried again.
+const AFTER_ERROR: Duration = Duration::from_secs(5);
+
+/// Delay before a Rollout whose status write lost a compare-and-set is observed again.
+const AFTER_CONFLICT: Duration = Duration::from_millis(200);
+
+/// The rollout controller of one leadership term.
+pub struct Rollouts {
+    agent: Arc<Agent>,
+    queue: Arc<Queue<Key>>,
+    samplers: Samplers,
+    /// Stable Deployment `(namespace, name)` → Rollout names targeting it (watch routing).
+    targets: Mutex<HashMap<Key, String>>,
+}
+
+impl Rollouts {
+    /// A controller for `agent` with an empty queue.
+    pub fn new(agent: Arc<Agent>) -> Arc<Rollouts> {
+        let queue: Arc<Queue<Key>> = Arc::default();
+        Arc::new(Rollouts {
+            samplers: Samplers::new(agent.client.clone(), queue.clone()),
+            agent,
+            queue,
+            targets: Mutex::default(),
+        })
+    }
+
+    fn client(&self) -> Client {
+        self.agent.client.clone()
+    }
+
+    /// Asks for a pass over `key` after `delay`.
+    pub fn push(&self, key: &Key, delay: Duration) {
+        self.queue.push(key, delay);
+    }
+
+    /// One pass over a Rollout. Returns when to look again (`None`: on the next watch event).
+    pub async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+        let (ns, name) = key;
+        let api: Api<Rollout> = Api::namespaced(self.client(), ns);
+        let Some(ro) = api.get_opt(name).await.map_err(Error::Read)? else {
+            self.samplers.stop(key);
+            return Ok(None);
+        };
+        if !self.governs(&ro).await {
+            return Ok(None);
+        }
+        let status = ro.status.clone().unwrap_or_default();
+        let mut obs = observe::observe(&self.client(), &ro, self.samplers.progress(key))
+            .await
+            .map_err(Error::Observe)?;
+        // Waiting on an inconclusive result: ask whether the metrics backend answers again.
+        if status.pause_reason == Some(PauseReason::Inconclusive)
+            && let Some(run) = &status.analysis
+        {
+            obs.obs.metrics_backend = sampler::probe(&self.client(), ns, &run.template).await;
+        }
+        let decision = rollout::step(&ro.spec, &status, &obs.obs, jiff::Timestamp::now());
+        if decision.status != status {
+            self.write_status(&api, &ro, &decision.status).await?;
+            crate::failpoint::hit("rollout-after-status");
+            self.announce(&ro, &status, &decision.status).await;
+        }
+        self.carry_out(&ro, &obs, &decision).await?;
+        Ok(Some(next_pass(&decision)))
+    }
+
+    /// Whether this agent drives `ro`: with a ConfigRepo selector, only Rollouts applied from a
+    /// ConfigRepo it selects (label `fledge.dev/config-repo`).
+    async fn governs(&self, ro: &Rollout) -> bool {
+        let Some(sel) = &self.agent.opts.selector else {
+            return true;
+        };
+        let Some(repo) = ro.labels().get(CONFIG_REPO_LABEL) else {
+            return false;
+        };
+        let repos: Api<ConfigRepo> = Api::all(self.client());
+        match repos.get_opt(repo).await {
+            Ok(Some(r)) => sel.matches(r.labels()),
+            _ => false,
+        }
+    }
+
+    /// Writes the engine's status: server-side apply as `fledge-rollout`, without `handoff`
+    /// (sync's), with the read `resourceVersion` as precondition so a stale pass fails.
+    async fn write_status(
+        &self,
+        api: &Api<Rollout>,
+        ro: &Rollout,
+        status: &RolloutStatus,
+    ) -> Result<()> {
+        let body = status_body(ro, status);
+        api.patch_status(
+            &ro.name_any(),
+            &PatchParams::apply(ROLLOUT_FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(Error::WriteStatus)?;
+        Ok(())
+    }
+
+    /// Events and metrics for a phase change.
+    async fn announce(&self, ro: &Rollout, before: &RolloutStatus, after: &RolloutStatus) {
+        let phase_changed = before.phase != after.phase;
+        let step_changed = before.current_step != after.current_step;
+        if !phase_changed && !step_changed {
+            return;
+        }
+        let ns = ro.namespace().unwrap_or_default();
+        if phase_changed {
+            self.agent.metrics.set_rollout_phase(&ns, &ro.name_any(), phase_name(after.phase));
+            let torn = |p: Phase| matches!(p, Phase::Aborted | Phase::RolledBack | Phase::RollbackPending);
+            let failure = after.teardown.as_ref().filter(|t| {
+                !matches!(t.cause, TeardownCause::Superseded | TeardownCause::RevertedInGit)
+            });
+            if let Some(t) = failure.filter(|_| torn(after.phase) && !torn(before.phase)) {
+                self.agent.metrics.count_rollout_abort(&format!("{:?}", t.cause));
+            }
+        }
+        let kind = match after.phase {
+            Phase::Aborted | Phase::RolledBack | Phase::RollbackPending => EventKind::Warning,
+            _ => EventKind::Normal,
+        };
+        let message = format!(
+            "{} (step {}){}",
+            phase_name(after.phase),
+            after.step_progress.as_deref().unwrap_or("-"),
+            after
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        self.agent
+            .events
+            .publish(
+                &object_ref(ro),
+                EventNote {
+                    kind,
+                    reason: phase_reason(after.phase, phase_changed),
+                    action: "Rollout",
+                    related: None,
+                    message,
+                },
+            )
+            .await;
+    }
+
+    /// Carries out the actions in order; the first failure ends the pass (the next pass derives
+    /// the remaining ones again).
+    async fn carry_out(
+        &self,
+        ro: &Rollout,
+        obs: &observe::Observed,
+        decision: &Decision,
+    ) -> Result<()> {
+        let ns = ro.namespace().unwrap_or_default();
+        let key = (ns.clone(), ro.name_any());
+        let exec = act::Executor {
+            client: self.client(),
+            rollout: ro,
+            stable: obs.stable.as_ref(),
+        };
+        for action in &decision.actions {
+            tracing::debug!(rollout = %format!("{ns}/{}", key.1), action = ?action_name(action), "carrying out");
+            match action {
+                Action::RunAnalysis(req) => self.samplers.ensure(&key, ro, req),
+                Action::RequestGitRollback(failed) => {
+                    // Not wired to `source::rollback` yet: say so where the operator looks.
+                    self.agent
+                        .events
+                        .publish(
+                            &object_ref(ro),
+                            EventNote {
+                                kind: EventKind::Warning,
+                                reason: "GitRollbackNotConfigured",
+                                action: "Rollback",
+                                related: None,
+                                message: format!(
+                                    "git rollback not configured in this agent: revert revision {} by hand ({})",
+                                    failed.failed_revision, failed.reason
+                                ),
+                            },
+                        )
+                        .await;
+                }
+                Action::SetWeight { canary, baseline } => {
+                    // Mesh routers are not implemented in the controller yet.
+                    self.agent
+                        .events
+                        .publish(
+                            &object_ref(ro),
+                            EventNote {
+                                kind: EventKind::Warning,
+                                reason: "RouterNotImplemented",
+                                action: "Rollout",
+                                related: None,
+                                message: format!(
+                                    "traffic router not implemented by this agent (asked canary {canary}%, baseline {baseline}%): use traffic.replicas"
+                                ),
+                            },
+                        )
+                        .await;
+                }
+                other => exec.run(other).await?,
+            }
+            match action {
+                Action::EnsureWorkload {
+                    track: rollout::Track::Canary,
+                    ..
+                } => crate::failpoint::hit("rollout-after-canary"),
+                Action::PromoteStable { .. } => crate::failpoint::hit("rollout-after-promote"),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// When to look again after a pass: the engine's wish, at most [`rollout::RESYNC`] while
+/// something is in flight.
+fn next_pass(d: &Decision) -> Duration {
+    let idle = matches!(d.status.phase, Phase::Healthy) && d.actions.is_empty();
+    match d.requeue_after {
+        Some(t) => t.min(rollout::RESYNC),
+        None if idle => Duration::from_secs(300),
+        None => rollout::RESYNC,
+    }
+}
+
+/// The server-side apply body of a status write: everything but `handoff`, with the read
+/// `resourceVersion` as precondition.
+pub fn status_body(ro: &Rollout, status: &RolloutStatus) -> serde_json::Value {
+    let mut st = status.clone();
+    st.handoff = None;
+    serde_json::json!({
+        "apiVersion": "fledge.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {
+            "name": ro.name_any(),
+            "namespace": ro.namespace(),
+            "resourceVersion": ro.resource_version(),
+        },
+        "status": st,
+    })
+}
+
+/// The reference events about `ro` carry.
+fn object_ref(ro: &Rollout) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Rollout::api_version(&()).into_owned()),
+        kind: Some("Rollout".into()),
+        namespace: ro.namespace(),
+        name: Some(ro.name_any()),
+        uid: ro.uid(),
+        ..ObjectReference::default()
+    }
+}
+
+/// The phase as written in the status (`Healthy`, `Progressing`, …).
+pub fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Healthy => "Healthy",
+        Phase::Progressing => "Progressing",
+        Phase::Paused => "Paused",
+        Phase::Promoting => "Promoting",
+        Phase::Aborted => "Aborted",
+        Phase::RolledBack => "RolledBack",
+        Phase::RollbackPending => "RollbackPending",
+    }
+}
+
+fn phase_reason(p: Phase, phase_changed: bool) -> &'static str {
+    if !phase_changed {
+        return "StepStarted";
+    }
+    match p {
+        Phase::Healthy => "RolloutHealthy",
+        Phase::Progressing => "RolloutProgressing",
+        Phase::Paused => "RolloutPaused",
+        Phase::Promoting => "RolloutPromoting",
+        Phase::Aborted => "RolloutAborted",
+        Phase::RolledBack => "RolloutRolledBack",
+        Phase::RollbackPending => "RollbackPending",
+    }
+}
+
+fn action_name(a: &Action) -> &'static str {
+    match a {
+        Action::EnsureWorkload { .. } => "EnsureWorkload",
+        Action::ScaleWorkload { .. } => "ScaleWorkload",
+        Action::DeleteWorkload { .. } => "DeleteWorkload",
+        Action::SetWeight { .. } => "SetWeight",
+        Action::PromoteStable { .. } => "PromoteStable",
+        Action::RunAnalysis(_) => "RunAnalysis",
+        Action::RequestGitRollback(_) => "RequestGitRollback",
+    }
+}
+
+/// Runs the rollout controller while this agent leads (dropped with the leadership term):
+/// watches of Rollouts and Deployments feeding the queue, and `agent.opts.workers` workers.
+pub async fn run(agent: Arc<Agent>) {
+    let ctl = Rollouts::new(agent.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(watch_rollouts(ctl.clone()));
+    tasks.spawn(watch_deployments(ctl.clone()));
+    for _ in 0..agent.opts.workers.max(1) {
+        tasks.spawn(worker(ctl.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Every change of a Rollout (spec, status, request annotation) queues it.
+async fn watch_rollouts(ctl: Arc<Rollouts>) {
+    let api: Api<Rollout> = Api::all(ctl.client());
+    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                let key = (r.namespace().unwrap_or_default(), r.name_any());
+                if let Ok(mut t) = ctl.targets.lock() {
+                    t.insert((key.0.clone(), r.spec.target_ref.name.clone()), key.1.clone());
+                }
+                ctl.push(&key, Duration::ZERO);
+            }
+            Ok(watcher::Event::Delete(r)) => {
+                let key = (r.namespace().unwrap_or_default(), r.name_any());
+                if let Ok(mut t) = ctl.targets.lock() {
+                    t.remove(&(key.0.clone(), r.spec.target_ref.name.clone()));
+                }
+                ctl.queue.remove(&key);
+                ctl.samplers.stop(&key);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "Rollout watch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// A change of a stable, canary or baseline Deployment queues its Rollout.
+async fn watch_deployments(ctl: Arc<Rollouts>) {
+    let api: Api<Deployment> = Api::all(ctl.client());
+    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = stream.next().await {
+        let d = match ev {
+            Ok(watcher::Event::Apply(d) | watcher::Event::Delete(d)) => d,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "Deployment watch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let ns = d.namespace().unwrap_or_default();
+        let owner = d
+            .owner_references()
+            .iter()
+            .find(|o| o.kind == "Rollout" && o.api_version.starts_with("fledge.dev/"))
+            .map(|o| o.name.clone());
+        let target = ctl
+            .targets
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&(ns.clone(), d.name_any())).cloned());
+        for name in owner.into_iter().chain(target) {
+            ctl.push(&(ns.clone(), name), Duration::from_millis(100));
+        }
+    }
+}
+
+/// One worker: takes due Rollouts off the queue, one key at a time. A pass that panics is
+/// reported and retried later; it never takes the worker down.
+async fn worker(ctl: Arc<Rollouts>) {
+    loop {
+        let key = ctl.queue.pop().await;
+        let (c, k) = (ctl.clone(), key.clone());
+        let next = match tokio::spawn(async move { c.reconcile(&k).await }).await {
+            Ok(Ok(next)) => next,
+            Ok(Err(Error::WriteStatus(kube::Error::Api(e)))) if e.code == 409 => {
+                // Someone (sync's hand-off, a request) wrote the Rollout since it was read: the
+                // pass is void; look again at once with fresh data.
+                tracing::debug!(rollout = %format!("{}/{}", key.0, key.1), "stale status write refused; observing again");
+                Some(AFTER_CONFLICT)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(rollout = %format!("{}/{}", key.0, key.1), error = %e, "rollout pass failed; retrying");
+                Some(AFTER_ERROR)
+            }
+            Err(e) => {
+                tracing::error!(rollout = %format!("{}/{}", key.0, key.1), error = %e, "rollout pass panicked; retrying later");
+                Some(Duration::from_secs(30))
+            }
+        };
+        ctl.queue.done(&key);
+        if let Some(next) = next {
+            ctl.push(&key, next);
+        }
+    }
+}
