@@ -388,3 +388,47 @@ async fn a_secret_ref_outside_the_agents_namespace_is_refused() {
     assert!(msg.contains("\"kube-system\"") && msg.contains("--secret-namespaces"), "{msg}");
     assert!(s.applied_commit.is_none(), "nothing applied: {s:#?}");
 }
+
+/// Defect: waiting for a CRD to be Established timed out silently, and the CRD counted as
+/// applied. A CRD whose kind is already taken in its group is never Established.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_that_is_never_established_is_a_failure_of_that_crd() {
+    use fledge::apply::{Cluster, Manifest};
+    use fledge::render::{self, MemTree, RenderOptions};
+    let env = support::Env::get();
+    let client = env.client().await;
+    let group = format!("{}.fledge.test", support::unique("g"));
+    let crd = |plural: &str, kind: &str| {
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {plural}.{group}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: {plural}, singular: {}, kind: {kind}}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n",
+            plural.trim_end_matches('s')
+        )
+    };
+    let tree = MemTree::default()
+        .with("fledge.yaml", "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\ninclude: [a.yaml, b.yaml]\n")
+        .with("a.yaml", crd("widgets", "Widget"))
+        .with("b.yaml", crd("gadgets", "Widget")); // the same kind: one of them cannot have it
+    let desired = render::render(&tree, ".", &RenderOptions::default()).unwrap();
+    let mut cluster = Cluster::new(client.clone());
+    cluster.crd_timeout = Duration::from_secs(3);
+    let objects = desired
+        .objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (i, std::sync::Arc::new(Manifest::of(o)), false))
+        .collect();
+    let results = cluster.apply_all(objects, "crd-test", None).await;
+    let _a = DeleteCrd(env.clone(), format!("widgets.{group}"));
+    let _b = DeleteCrd(env.clone(), format!("gadgets.{group}"));
+    let by_name: Vec<(String, bool, String)> = results
+        .iter()
+        .map(|(i, r)| {
+            let name = desired.objects[*i].key.name.clone();
+            (name, r.is_ok(), r.as_ref().err().map(|e| e.message.clone()).unwrap_or_default())
+        })
+        .collect();
+    // The two are applied at once, so either may claim the kind first: exactly one is refused.
+    let failed: Vec<_> = by_name.iter().filter(|(_, ok, _)| !ok).collect();
+    assert_eq!(failed.len(), 1, "{by_name:?}");
+    assert!(failed[0].2.contains("was not Established within 3s"), "{by_name:?}");
+}

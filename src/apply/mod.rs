@@ -109,6 +109,47 @@ pub struct Cluster {
     kinds: Arc<Mutex<HashMap<(String, String, String), Resolved>>>,
     /// Concurrent requests per apply wave.
     pub concurrency: usize,
+    /// How long an applied CRD may take to be Established ([`CRD_ESTABLISHED_TIMEOUT`]).
+    pub crd_timeout: Duration,
+}
+
+/// Every expected object's result in index order: an object no worker reported (its worker
+/// died) is a failure, never silently dropped.
+fn complete(
+    expected: &[usize],
+    mut results: Vec<(usize, Result<Seen, ApplyError>)>,
+) -> Vec<(usize, Result<Seen, ApplyError>)> {
+    let reported: std::collections::BTreeSet<usize> = results.iter().map(|(i, _)| *i).collect();
+    for i in expected.iter().filter(|i| !reported.contains(i)) {
+        results.push((
+            *i,
+            Err(ApplyError {
+                category: Category::Other,
+                message: "the apply worker handling this object died (see the agent's log)".into(),
+            }),
+        ));
+    }
+    results.sort_by_key(|(i, _)| *i);
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: a panicked apply worker's objects were dropped silently and prune went ahead.
+    #[test]
+    fn objects_of_a_dead_worker_are_failures_not_gaps() {
+        let ok = |i| (i, Ok(Seen::of_meta(&kube::api::ObjectMeta::default(), "r")));
+        let out = complete(&[0, 1, 2, 3], vec![ok(2), ok(0)]);
+        let idx: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
+        assert_eq!(idx, [0, 1, 2, 3]);
+        for (i, r) in &out {
+            assert_eq!(r.is_err(), *i == 1 || *i == 3, "object {i}");
+        }
+        let e = out[1].1.as_ref().unwrap_err();
+        assert!(e.message.contains("worker") && e.category == Category::Other);
+    }
 }
 
 fn split_api_version(api_version: &str) -> (String, String) {
@@ -124,6 +165,7 @@ impl Cluster {
             client,
             kinds: Arc::default(),
             concurrency: 32,
+            crd_timeout: CRD_ESTABLISHED_TIMEOUT,
         }
     }
 
@@ -292,14 +334,14 @@ impl Cluster {
             }
             if !crds.is_empty() {
                 let names: Vec<String> = crds.iter().map(|(_, n)| n.clone()).collect();
-                let late = self.wait_established(&names, CRD_ESTABLISHED_TIMEOUT).await;
+                let late = self.wait_established(&names, self.crd_timeout).await;
                 for (i, name) in crds.iter().filter(|(_, n)| late.contains(n)) {
                     if let Some(slot) = results.iter_mut().find(|(j, _)| j == i) {
                         slot.1 = Err(ApplyError {
                             category: Category::Unavailable,
                             message: format!(
                                 "CustomResourceDefinition {name} was not Established within {}s",
-                                CRD_ESTABLISHED_TIMEOUT.as_secs()
+                                self.crd_timeout.as_secs()
                             ),
                         });
                     }
@@ -313,20 +355,7 @@ impl Cluster {
                 "applied wave"
             );
         }
-        for i in expected {
-            if !results.iter().any(|(j, _)| *j == i) {
-                results.push((
-                    i,
-                    Err(ApplyError {
-                        category: Category::Other,
-                        message: "the apply worker handling this object died (see the agent's log)"
-                            .into(),
-                    }),
-                ));
-            }
-        }
-        results.sort_by_key(|(i, _)| *i);
-        results
+        complete(&expected, results)
     }
 
     /// Waits until the named CRDs are Established; returns those that were not in time.

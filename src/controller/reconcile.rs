@@ -132,7 +132,17 @@ impl Agent {
             let result = self.sync(&repo, force_fetch).instrument(span).await;
             let next = requeue(&result, interval(&repo).unwrap_or(Duration::from_secs(60)));
             self.report(&repo, &result).await;
-            (Outcome::Synced(result), next)
+            let outcome = match result {
+                // Stopped after the fetch: the status still records what was fetched.
+                Err(e @ (SyncError::Inventory(_) | SyncError::Observe(_) | SyncError::RecordInventory(_))) => {
+                    match self.sources.lock().await.get(name).and_then(|c| c.commit.clone()) {
+                        Some(commit) => Outcome::StoppedAfterFetch { commit, error: e },
+                        None => Outcome::Synced(Err(e)),
+                    }
+                }
+                other => Outcome::Synced(other),
+            };
+            (outcome, next)
         };
         let prev = repo.status.clone().unwrap_or_default();
         let new = status::build(&prev, repo.metadata.generation, &outcome, jiff::Timestamp::now());

@@ -19,6 +19,9 @@ pub enum Outcome {
     /// `spec.suspend`: nothing ran.
     Suspended,
     Synced(Result<Synced, SyncError>),
+    /// A sync that fetched `commit` and then stopped before applying (inventory or cluster
+    /// unreadable).
+    StoppedAfterFetch { commit: String, error: SyncError },
 }
 
 const ORDER: [&str; 6] = ["Ready", "Fetched", "Rendered", "Applied", "Pruned", "Healthy"];
@@ -105,7 +108,11 @@ pub fn build(
             s.conditions = c.out;
             return s;
         }
-        Outcome::Synced(Err(e)) => {
+        Outcome::Synced(Err(e)) | Outcome::StoppedAfterFetch { error: e, .. } => {
+            if let Outcome::StoppedAfterFetch { commit, .. } = outcome {
+                s.fetched_commit = Some(commit.clone());
+                c.set("Fetched", true, "Fetched", format!("fetched {}", short(commit)));
+            }
             failed_step(&mut c, e);
             // Steps that stop a sync before applying name what could not be read.
             let object = match e {

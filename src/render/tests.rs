@@ -306,3 +306,25 @@ proptest! {
         let _ = render(&tree, "a.yaml", &opts());
     }
 }
+
+/// Defect (found with podinfo as published): objects without a namespace passed `validate` and
+/// the agent then failed with "the server could not find the requested resource". A namespaced
+/// object nobody gives a namespace goes to `default`, as `kubectl apply` puts it; cluster-scoped
+/// objects stay without one; a bundle's namespace still wins.
+#[test]
+fn a_namespaced_object_without_any_namespace_goes_to_default() {
+    let tree = MemTree::default()
+        .with("fledge.yaml", "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\ninclude: [cm.yaml, ns.yaml]\n")
+        .with("cm.yaml", cm("settings", ""))
+        .with("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    let d = render(&tree, ".", &opts()).expect("renders");
+    let settings = find(&d, "ConfigMap", "settings");
+    assert_eq!(settings.key.namespace, "default");
+    assert_eq!(settings.object["metadata"]["namespace"], "default");
+    assert_eq!(find(&d, "Namespace", "shop").key.namespace, "");
+    let with_bundle_ns = MemTree::default()
+        .with("fledge.yaml", "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: shop\ninclude: [cm.yaml]\n")
+        .with("cm.yaml", cm("settings", ""));
+    let d = render(&with_bundle_ns, ".", &opts()).expect("renders");
+    assert_eq!(find(&d, "ConfigMap", "settings").key.namespace, "shop");
+}
