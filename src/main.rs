@@ -79,26 +79,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 fledge::rollout::Verb::Promote
             };
-            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+            return block_on(cmd::rollout::request_cmd(
+                verb,
+                rollout,
+                cli.global.kubeconfig,
+            ));
         }
         Command::Abort { rollout } => {
             let verb = fledge::rollout::Verb::Abort;
-            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+            return block_on(cmd::rollout::request_cmd(
+                verb,
+                rollout,
+                cli.global.kubeconfig,
+            ));
         }
         Command::Retry { rollout } => {
             let verb = fledge::rollout::Verb::Retry;
-            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+            return block_on(cmd::rollout::request_cmd(
+                verb,
+                rollout,
+                cli.global.kubeconfig,
+            ));
         }
         Command::Pause { rollout } => {
             let verb = fledge::rollout::Verb::Pause;
-            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+            return block_on(cmd::rollout::request_cmd(
+                verb,
+                rollout,
+                cli.global.kubeconfig,
+            ));
         }
         Command::Resume { rollout } => {
             let verb = fledge::rollout::Verb::Resume;
-            return block_on(cmd::rollout::request_cmd(verb, rollout, cli.global.kubeconfig));
+            return block_on(cmd::rollout::request_cmd(
+                verb,
+                rollout,
+                cli.global.kubeconfig,
+            ));
         }
         Command::Status { namespace, watch } => {
-            return block_on(cmd::rollout::status_cmd(namespace, watch, cli.global.kubeconfig));
+            return block_on(cmd::rollout::status_cmd(
+                namespace,
+                watch,
+                cli.global.kubeconfig,
+            ));
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fledge", &mut std::io::stdout());

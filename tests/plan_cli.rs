@@ -203,7 +203,10 @@ async fn plan_reads_deletes_from_the_inventory_in_the_status_or_its_config_map()
 
     // The objects due for deletion exist, labelled for this repo (gone objects are just
     // forgotten: nothing to delete).
-    env.kubectl().args(["create", "namespace", &ns]).output().unwrap();
+    env.kubectl()
+        .args(["create", "namespace", &ns])
+        .output()
+        .unwrap();
     for n in ["gone-from-status", "gone-from-configmap"] {
         let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": n, "namespace": ns, "labels": {fledge::labels::CONFIG_REPO_LABEL: name}}});
@@ -273,7 +276,10 @@ async fn plan_reads_deletes_from_the_inventory_in_the_status_or_its_config_map()
     );
 
     support::delete_if_present(&repos, &name).await;
-    let _ = env.kubectl().args(["delete", "namespace", &ns, "--wait=false"]).output();
+    let _ = env
+        .kubectl()
+        .args(["delete", "namespace", &ns, "--wait=false"])
+        .output();
 }
 
 fn plan_dir(env: &Env, repo: &str, name: &str, extra: &[&str]) -> (i32, String) {
@@ -300,35 +306,100 @@ async fn plan_hides_secret_values_plans_new_kinds_and_dry_runs_creates() {
     let group = format!("{}.fledge.test", unique("g"));
     let dir = tempfile::tempdir().unwrap();
     let w = |f: &str, text: String| std::fs::write(dir.path().join(f), text).unwrap();
-    w("fledge.yaml", format!("apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {ns}\ninclude: [ns.yaml, secret.yaml, crd.yaml, widget.yaml]\n"));
-    w("ns.yaml", format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"));
+    w(
+        "fledge.yaml",
+        format!(
+            "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {ns}\ninclude: [ns.yaml, secret.yaml, crd.yaml, widget.yaml]\n"
+        ),
+    );
+    w(
+        "ns.yaml",
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+    );
     w("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: hunter2-in-git, user: admin-in-git}\n".into());
-    w("crd.yaml", format!("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: widgets.{group}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"));
-    w("widget.yaml", format!("apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {{size: 1}}\n"));
+    w(
+        "crd.yaml",
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: widgets.{group}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
+        ),
+    );
+    w(
+        "widget.yaml",
+        format!("apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {{size: 1}}\n"),
+    );
     let repo = dir.path().to_str().unwrap().to_owned();
     let (code, out) = plan_dir(&env, &repo, &name, &[]);
     assert_eq!(code, 2, "{out}");
-    assert!(!out.contains("hunter2-in-git") && !out.contains("admin-in-git"), "a Secret value leaked: {out}");
-    assert!(out.contains("+ key password") && out.contains("+ key user"), "{out}");
-    assert!(out.contains(&format!("+ create Widget.{group} {ns}/w (its CRD is in this bundle")), "{out}");
+    assert!(
+        !out.contains("hunter2-in-git") && !out.contains("admin-in-git"),
+        "a Secret value leaked: {out}"
+    );
+    assert!(
+        out.contains("+ key password") && out.contains("+ key user"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "+ create Widget.{group} {ns}/w (its CRD is in this bundle"
+        )),
+        "{out}"
+    );
     assert!(out.contains("Plan: 4 to create"), "{out}");
 
     // The Secret exists; git changes one value: only the key name shows.
-    env.kubectl().args(["create", "namespace", &ns]).output().unwrap();
-    let out = env.kubectl().args(["-n", &ns, "create", "secret", "generic", "db", "--from-literal=password=old-live-value", "--from-literal=user=admin-in-git"]).output().unwrap();
+    env.kubectl()
+        .args(["create", "namespace", &ns])
+        .output()
+        .unwrap();
+    let out = env
+        .kubectl()
+        .args([
+            "-n",
+            &ns,
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "--from-literal=password=old-live-value",
+            "--from-literal=user=admin-in-git",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let (_, out) = plan_dir(&env, &repo, &name, &[]);
     assert!(out.contains(&format!("~ update Secret {ns}/db")), "{out}");
     assert!(out.contains("~ key password (value changed)"), "{out}");
-    assert!(!out.contains("old-live-value") && !out.contains("hunter2-in-git") && !out.contains("b2xkLWxpdmUtdmFsdWU="), "{out}");
+    assert!(
+        !out.contains("old-live-value")
+            && !out.contains("hunter2-in-git")
+            && !out.contains("b2xkLWxpdmUtdmFsdWU="),
+        "{out}"
+    );
 
     // A Service the API server refuses: the dry run of the create says so, exit 1.
-    w("fledge.yaml", format!("apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {ns}\ninclude: [ns.yaml, svc.yaml]\n"));
-    w("svc.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: [{port: 99999}]\n".into());
+    w(
+        "fledge.yaml",
+        format!(
+            "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {ns}\ninclude: [ns.yaml, svc.yaml]\n"
+        ),
+    );
+    w(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: [{port: 99999}]\n"
+            .into(),
+    );
     let (code, out) = plan_dir(&env, &repo, &name, &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("! create Service {ns}/bad: the API server refuses it")) && out.contains("99999"), "{out}");
-    let _ = env.kubectl().args(["delete", "namespace", &ns, "--wait=false"]).output();
+    assert!(
+        out.contains(&format!(
+            "! create Service {ns}/bad: the API server refuses it"
+        )) && out.contains("99999"),
+        "{out}"
+    );
+    let _ = env
+        .kubectl()
+        .args(["delete", "namespace", &ns, "--wait=false"])
+        .output();
     drop(client);
 }
 
@@ -352,34 +423,68 @@ async fn plan_and_agent_agree_on_creates_updates_and_prunes() {
             f.push((format!("{n}.yaml"), cm_file(n, v)));
             inc.push(format!("{n}.yaml"));
         }
-        f.push(("fledge.yaml".into(), bundle(&ns, &format!("[{}]", inc.join(", ")))));
+        f.push((
+            "fledge.yaml".into(),
+            bundle(&ns, &format!("[{}]", inc.join(", "))),
+        ));
         f
     };
-    let refs = |f: &[(String, String)]| f.iter().map(|(p, c)| (p.clone(), c.clone())).collect::<Vec<_>>();
+    let refs = |f: &[(String, String)]| {
+        f.iter()
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect::<Vec<_>>()
+    };
     let initial = refs(&files(&[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")]));
-    let borrowed: Vec<(&str, String)> = initial.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
+    let borrowed: Vec<(&str, String)> = initial
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.clone()))
+        .collect();
     let remote = support::GitRemote::new(&borrowed);
     // The agent reconciles only when told (a long interval), so plan sees the same state.
-    let running = start_agent(&env, &agent_ns.name, &format!("fledge.test/agent={id}"), None).await;
-    let agent_counts = |s: &ConfigRepoStatus| (s.objects.created, s.objects.updated, s.objects.pruned);
+    let running = start_agent(
+        &env,
+        &agent_ns.name,
+        &format!("fledge.test/agent={id}"),
+        None,
+    )
+    .await;
+    let agent_counts =
+        |s: &ConfigRepoStatus| (s.objects.created, s.objects.updated, s.objects.pruned);
     let plan_counts = || {
-        let (code, out) = plan_dir(&env, &remote.url(), &name, &["-o", "json", "--namespace", &agent_ns.name]);
+        let (code, out) = plan_dir(
+            &env,
+            &remote.url(),
+            &name,
+            &["-o", "json", "--namespace", &agent_ns.name],
+        );
         assert!(code == 0 || code == 2, "{out}");
-        let j: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let j: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
         let n = |k: &str| j[k].as_array().map_or(0, |a| a.len()) as i64;
         (n("create"), n("update"), n("delete"))
     };
     let scenarios: Vec<(&str, Vec<(String, String)>, Vec<&str>)> = vec![
         ("initial", Vec::new(), Vec::new()),
-        ("one changed", refs(&files(&[("a", "2"), ("b", "1"), ("c", "1"), ("d", "1")])), Vec::new()),
-        ("one removed, one added", refs(&files(&[("a", "2"), ("b", "1"), ("c", "1"), ("e", "1")])), vec!["d.yaml"]),
+        (
+            "one changed",
+            refs(&files(&[("a", "2"), ("b", "1"), ("c", "1"), ("d", "1")])),
+            Vec::new(),
+        ),
+        (
+            "one removed, one added",
+            refs(&files(&[("a", "2"), ("b", "1"), ("c", "1"), ("e", "1")])),
+            vec!["d.yaml"],
+        ),
     ];
     let mut created_repo = false;
     for (what, change, remove) in scenarios {
         let commit = if change.is_empty() {
             remote.git(&["rev-parse", "HEAD"])
         } else {
-            let c: Vec<(&str, String)> = change.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
+            let c: Vec<(&str, String)> = change
+                .iter()
+                .map(|(p, t)| (p.as_str(), t.clone()))
+                .collect();
             remote.commit(&c, &remove, what)
         };
         let planned = plan_counts();
@@ -390,17 +495,34 @@ async fn plan_and_agent_agree_on_creates_updates_and_prunes() {
                 "spec": {"url": remote.url(), "path": ".", "interval": "1h"}
             });
             Api::<ConfigRepo>::all(client.clone())
-                .patch(&name, &PatchParams::apply("fledge-tests").force(), &Patch::Apply(&body))
+                .patch(
+                    &name,
+                    &PatchParams::apply("fledge-tests").force(),
+                    &Patch::Apply(&body),
+                )
                 .await
                 .unwrap();
             created_repo = true;
         } else {
             running.agent.reconcile(&name, true).await;
         }
-        let s = status_where(&client, &name, what, 60, |s| s.applied_commit.as_deref() == Some(commit.as_str())).await;
-        assert_eq!(planned, agent_counts(&s), "{what}: plan (create, update, delete) vs agent; {s:#?}");
-        assert!(planned != (0, 0, 0), "{what}: a scenario that changes nothing proves nothing");
+        let s = status_where(&client, &name, what, 60, |s| {
+            s.applied_commit.as_deref() == Some(commit.as_str())
+        })
+        .await;
+        assert_eq!(
+            planned,
+            agent_counts(&s),
+            "{what}: plan (create, update, delete) vs agent; {s:#?}"
+        );
+        assert!(
+            planned != (0, 0, 0),
+            "{what}: a scenario that changes nothing proves nothing"
+        );
     }
     support::delete_if_present(&Api::<ConfigRepo>::all(client.clone()), &name).await;
-    let _ = env.kubectl().args(["delete", "namespace", &ns, "--wait=false"]).output();
+    let _ = env
+        .kubectl()
+        .args(["delete", "namespace", &ns, "--wait=false"])
+        .output();
 }

@@ -6,11 +6,11 @@
 mod support;
 
 use fledge::crd::{ConditionStatus, Phase, Rollout};
+use fledge::crd::{TeardownCause, VerdictOutcome};
 use fledge::rollout::replicas::canary_pods;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use std::time::Duration;
-use fledge::crd::{TeardownCause, VerdictOutcome};
 use support::rollout::{
     constant_template, deployment, fledge, rollout, rollout_events, rollout_where, track_labels,
     version,
@@ -32,7 +32,10 @@ fn remote(ns: &str, steps: &str) -> GitRemote {
 
 /// The initial sync is done and the stable Deployment runs v1 with all pods available.
 async fn synced(client: &kube::Client, repo: &str, deployments: &Api<Deployment>) {
-    status_where(client, repo, "initial sync", 90, |s| is(s, "Ready", ConditionStatus::True)).await;
+    status_where(client, repo, "initial sync", 90, |s| {
+        is(s, "Ready", ConditionStatus::True)
+    })
+    .await;
     eventually("stable available", Duration::from_secs(60), || async {
         let d = deployments.get("web").await.ok()?;
         (d.status?.available_replicas == Some(3)).then_some(())
@@ -46,13 +49,30 @@ async fn get(api: &Api<Deployment>, name: &str) -> Option<Deployment> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
-    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("ro", "ro").await;
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("ro", "ro").await;
     let remote = remote(&ns, "[{setWeight: 33}, {pause: {duration: 2s}}]");
-    let _agent = start_agent(&env, &agent_ns.name, &format!("fledge.test/agent={id}"), None).await;
+    let _agent = start_agent(
+        &env,
+        &agent_ns.name,
+        &format!("fledge.test/agent={id}"),
+        None,
+    )
+    .await;
     create_repo(&client, &repo, &id, &remote.url(), ".").await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     synced(&client, &repo, &deployments).await;
-    let st = rollout_where(&client, &ns, "web", "Healthy at first", 30, |s| s.phase == Phase::Healthy).await;
+    let st = rollout_where(&client, &ns, "web", "Healthy at first", 30, |s| {
+        s.phase == Phase::Healthy
+    })
+    .await;
     assert!(st.canary_template_hash.is_none(), "{st:#?}");
 
     remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
@@ -70,35 +90,72 @@ async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
     let canary_track = Some("canary".to_owned());
     assert_eq!(track_labels(&canary), (canary_track.clone(), canary_track));
     let baseline_track = Some("baseline".to_owned());
-    assert_eq!(track_labels(&baseline), (baseline_track.clone(), baseline_track));
-    assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v1"), "stable held");
+    assert_eq!(
+        track_labels(&baseline),
+        (baseline_track.clone(), baseline_track)
+    );
+    assert_eq!(
+        version(&get(&deployments, "web").await.unwrap()).as_deref(),
+        Some("v1"),
+        "stable held"
+    );
 
     // Promotion: stable on v2, canary and baseline gone, Healthy.
     let st = rollout_where(&client, &ns, "web", "promoted and Healthy", 120, |s| {
         s.phase == Phase::Healthy
-            && s.handoff.as_ref().is_some_and(|h| s.stable_template_hash.as_deref() == Some(h.template_hash.as_str()))
+            && s.handoff.as_ref().is_some_and(|h| {
+                s.stable_template_hash.as_deref() == Some(h.template_hash.as_str())
+            })
     })
     .await;
     assert!(st.failed_template_hash.is_none(), "{st:#?}");
-    eventually("canary and baseline gone", Duration::from_secs(30), || async {
-        (get(&deployments, "web-canary").await.is_none() && get(&deployments, "web-baseline").await.is_none())
+    eventually(
+        "canary and baseline gone",
+        Duration::from_secs(30),
+        || async {
+            (get(&deployments, "web-canary").await.is_none()
+                && get(&deployments, "web-baseline").await.is_none())
             .then_some(())
-    })
+        },
+    )
     .await;
     let stable = get(&deployments, "web").await.unwrap();
     assert_eq!(version(&stable).as_deref(), Some("v2"));
-    let hash = stable.metadata.annotations.as_ref().and_then(|a| a.get("fledge.dev/template-hash")).cloned();
+    let hash = stable
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("fledge.dev/template-hash"))
+        .cloned();
     assert_eq!(hash, st.handoff.map(|h| h.template_hash));
     let (ok, out, err) = fledge(&env, &["status", "-n", &ns]);
     assert!(ok, "{err}");
-    assert!(out.lines().any(|l| l.contains("web") && l.contains("Healthy")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("web") && l.contains("Healthy")),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fledge_abort_while_paused_rolls_back_and_keeps_stable() {
-    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("roab", "roab").await;
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("roab", "roab").await;
     let remote = remote(&ns, "[{setWeight: 33}, {pause: {}}]");
-    let _agent = start_agent(&env, &agent_ns.name, &format!("fledge.test/agent={id}"), None).await;
+    let _agent = start_agent(
+        &env,
+        &agent_ns.name,
+        &format!("fledge.test/agent={id}"),
+        None,
+    )
+    .await;
     create_repo(&client, &repo, &id, &remote.url(), ".").await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     synced(&client, &repo, &deployments).await;
@@ -113,34 +170,69 @@ async fn fledge_abort_while_paused_rolls_back_and_keeps_stable() {
     assert!(get(&deployments, "web-canary").await.is_some());
     let (ok, out, err) = fledge(&env, &["status"]);
     assert!(ok, "{err}");
-    assert!(out.lines().any(|l| l.contains(&ns) && l.contains("Paused") && l.contains("2/2")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&ns) && l.contains("Paused") && l.contains("2/2")),
+        "{out}"
+    );
 
     let (ok, out, err) = fledge(&env, &["abort", &format!("{ns}/web")]);
     assert!(ok, "{out}{err}");
-    let st = rollout_where(&client, &ns, "web", "RolledBack", 60, |s| s.phase == Phase::RolledBack).await;
+    let st = rollout_where(&client, &ns, "web", "RolledBack", 60, |s| {
+        s.phase == Phase::RolledBack
+    })
+    .await;
     let failed = st.handoff.as_ref().map(|h| h.template_hash.clone());
     assert!(failed.is_some());
     assert_eq!(st.failed_template_hash, failed, "{st:#?}");
-    eventually("canary and baseline gone", Duration::from_secs(30), || async {
-        (get(&deployments, "web-canary").await.is_none() && get(&deployments, "web-baseline").await.is_none())
+    eventually(
+        "canary and baseline gone",
+        Duration::from_secs(30),
+        || async {
+            (get(&deployments, "web-canary").await.is_none()
+                && get(&deployments, "web-baseline").await.is_none())
             .then_some(())
-    })
+        },
+    )
     .await;
     let stable = get(&deployments, "web").await.unwrap();
     assert_eq!(version(&stable).as_deref(), Some("v1"));
     let template = |d: &Deployment| d.spec.as_ref().map(|s| s.template.clone());
-    assert_eq!(template(&stable), template(&stable_before), "the stable template is untouched");
-    let hash = |d: &Deployment| d.metadata.annotations.as_ref().and_then(|a| a.get("fledge.dev/template-hash")).cloned();
+    assert_eq!(
+        template(&stable),
+        template(&stable_before),
+        "the stable template is untouched"
+    );
+    let hash = |d: &Deployment| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("fledge.dev/template-hash"))
+            .cloned()
+    };
     assert_eq!(hash(&stable), hash(&stable_before));
     assert_ne!(hash(&stable), failed);
     let rollouts = Api::<Rollout>::namespaced(client.clone(), &ns);
-    let handled = rollouts.get("web").await.unwrap().status.and_then(|s| s.handled_request);
+    let handled = rollouts
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.handled_request);
     assert!(handled.is_some_and(|h| h.starts_with("abort@")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_stopped_mid_rollout_resumes_with_the_same_canary() {
-    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("rocr", "rocr").await;
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("rocr", "rocr").await;
     let remote = remote(&ns, "[{setWeight: 33}, {pause: {duration: 4s}}]");
     let selector = format!("fledge.test/agent={id}");
     let agent = start_agent(&env, &agent_ns.name, &selector, None).await;
@@ -157,23 +249,41 @@ async fn an_agent_stopped_mid_rollout_resumes_with_the_same_canary() {
     drop(agent);
     let _agent = start_agent(&env, &agent_ns.name, &selector, None).await;
     let rollouts = Api::<Rollout>::namespaced(client.clone(), &ns);
-    let st = eventually("promoted by the new agent", Duration::from_secs(120), || async {
-        if let Some(c) = get(&deployments, "web-canary").await {
-            assert_eq!(c.metadata.uid.as_ref(), Some(&uid), "a second canary was created");
-        }
-        let s = rollouts.get("web").await.ok()?.status?;
-        let done = s.phase == Phase::Healthy
-            && s.handoff.as_ref().is_some_and(|h| s.stable_template_hash.as_deref() == Some(h.template_hash.as_str()));
-        done.then_some(s)
-    })
+    let st = eventually(
+        "promoted by the new agent",
+        Duration::from_secs(120),
+        || async {
+            if let Some(c) = get(&deployments, "web-canary").await {
+                assert_eq!(
+                    c.metadata.uid.as_ref(),
+                    Some(&uid),
+                    "a second canary was created"
+                );
+            }
+            let s = rollouts.get("web").await.ok()?.status?;
+            let done = s.phase == Phase::Healthy
+                && s.handoff.as_ref().is_some_and(|h| {
+                    s.stable_template_hash.as_deref() == Some(h.template_hash.as_str())
+                });
+            done.then_some(s)
+        },
+    )
     .await;
     assert_eq!(st.attempt, 1, "{st:#?}");
-    eventually("canary and baseline gone", Duration::from_secs(30), || async {
-        (get(&deployments, "web-canary").await.is_none() && get(&deployments, "web-baseline").await.is_none())
+    eventually(
+        "canary and baseline gone",
+        Duration::from_secs(30),
+        || async {
+            (get(&deployments, "web-canary").await.is_none()
+                && get(&deployments, "web-baseline").await.is_none())
             .then_some(())
-    })
+        },
+    )
     .await;
-    assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v2"));
+    assert_eq!(
+        version(&get(&deployments, "web").await.unwrap()).as_deref(),
+        Some("v2")
+    );
 }
 
 /// A rollout whose analysis step judges a constant metric through the env's real Prometheus.
@@ -183,7 +293,10 @@ fn remote_with_analysis(env: &support::Env, ns: &str, value: f64) -> GitRemote {
     GitRemote::new(&[
         ("fledge.yaml", bundle(ns, FILES_WITH_TEMPLATE)),
         ("ns.yaml", ns_file(ns)),
-        ("golden.yaml", constant_template("golden", env.prometheus_url(), value, 0.01)),
+        (
+            "golden.yaml",
+            constant_template("golden", env.prometheus_url(), value, 0.01),
+        ),
         ("web.yaml", deployment("web", 3, "v1")),
         ("web-rollout.yaml", rollout),
     ])
@@ -191,67 +304,165 @@ fn remote_with_analysis(env: &support::Env, ns: &str, value: f64) -> GitRemote {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passing_analysis_step_promotes_with_the_verdict_recorded() {
-    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("ropa", "ropa").await;
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("ropa", "ropa").await;
     let remote = remote_with_analysis(&env, &ns, 0.001);
-    let _agent = start_agent(&env, &agent_ns.name, &format!("fledge.test/agent={id}"), None).await;
+    let _agent = start_agent(
+        &env,
+        &agent_ns.name,
+        &format!("fledge.test/agent={id}"),
+        None,
+    )
+    .await;
     create_repo(&client, &repo, &id, &remote.url(), ".").await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     synced(&client, &repo, &deployments).await;
 
     remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
-    let st = rollout_where(&client, &ns, "web", "promoted after the analysis", 120, |s| {
-        s.phase == Phase::Healthy && !s.analyses.is_empty()
-            && s.handoff.as_ref().is_some_and(|h| s.stable_template_hash.as_deref() == Some(h.template_hash.as_str()))
-    })
+    let st = rollout_where(
+        &client,
+        &ns,
+        "web",
+        "promoted after the analysis",
+        120,
+        |s| {
+            s.phase == Phase::Healthy
+                && !s.analyses.is_empty()
+                && s.handoff.as_ref().is_some_and(|h| {
+                    s.stable_template_hash.as_deref() == Some(h.template_hash.as_str())
+                })
+        },
+    )
     .await;
     let a = st.analyses.last().unwrap();
-    assert_eq!((a.verdict, a.template.as_str(), a.step), (VerdictOutcome::Pass, "golden", 1), "{st:#?}");
-    assert_eq!(a.metrics.first().map(|m| m.name.as_str()), Some("error-ratio"));
-    assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v2"));
+    assert_eq!(
+        (a.verdict, a.template.as_str(), a.step),
+        (VerdictOutcome::Pass, "golden", 1),
+        "{st:#?}"
+    );
+    assert_eq!(
+        a.metrics.first().map(|m| m.name.as_str()),
+        Some("error-ratio")
+    );
+    assert_eq!(
+        version(&get(&deployments, "web").await.unwrap()).as_deref(),
+        Some("v2")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_analysis_step_rolls_back_naming_the_metric() {
-    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("rofa", "rofa").await;
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("rofa", "rofa").await;
     let remote = remote_with_analysis(&env, &ns, 0.5);
-    let _agent = start_agent(&env, &agent_ns.name, &format!("fledge.test/agent={id}"), None).await;
+    let _agent = start_agent(
+        &env,
+        &agent_ns.name,
+        &format!("fledge.test/agent={id}"),
+        None,
+    )
+    .await;
     create_repo(&client, &repo, &id, &remote.url(), ".").await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     synced(&client, &repo, &deployments).await;
 
     remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
-    let st = rollout_where(&client, &ns, "web", "rolled back by the analysis", 120, |s| {
-        s.phase == Phase::RolledBack
-    })
+    let st = rollout_where(
+        &client,
+        &ns,
+        "web",
+        "rolled back by the analysis",
+        120,
+        |s| s.phase == Phase::RolledBack,
+    )
     .await;
-    assert_eq!(st.teardown.as_ref().map(|t| t.cause), Some(TeardownCause::AnalysisFailed), "{st:#?}");
+    assert_eq!(
+        st.teardown.as_ref().map(|t| t.cause),
+        Some(TeardownCause::AnalysisFailed),
+        "{st:#?}"
+    );
     let a = st.analyses.last().unwrap();
     assert_eq!(a.verdict, VerdictOutcome::Fail, "{st:#?}");
-    assert!(a.metrics.iter().any(|m| m.name == "error-ratio" && m.result != "pass"), "{st:#?}");
-    assert_eq!(st.failed_template_hash, st.handoff.as_ref().map(|h| h.template_hash.clone()));
-    eventually("canary and baseline gone", Duration::from_secs(30), || async {
-        (get(&deployments, "web-canary").await.is_none() && get(&deployments, "web-baseline").await.is_none())
+    assert!(
+        a.metrics
+            .iter()
+            .any(|m| m.name == "error-ratio" && m.result != "pass"),
+        "{st:#?}"
+    );
+    assert_eq!(
+        st.failed_template_hash,
+        st.handoff.as_ref().map(|h| h.template_hash.clone())
+    );
+    eventually(
+        "canary and baseline gone",
+        Duration::from_secs(30),
+        || async {
+            (get(&deployments, "web-canary").await.is_none()
+                && get(&deployments, "web-baseline").await.is_none())
             .then_some(())
-    })
+        },
+    )
     .await;
-    assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v1"));
+    assert_eq!(
+        version(&get(&deployments, "web").await.unwrap()).as_deref(),
+        Some("v1")
+    );
     // The git revert is not wired into the agent yet: it says so instead of failing silently.
-    let evs = eventually("the rollback and git-rollback events", Duration::from_secs(30), || async {
-        let evs = rollout_events(&client, &ns, "web").await;
-        let has = |r: &str| evs.iter().any(|(reason, _)| reason == r);
-        (has("RolloutRolledBack") && has("GitRollbackNotConfigured")).then_some(evs)
-    })
+    let evs = eventually(
+        "the rollback and git-rollback events",
+        Duration::from_secs(30),
+        || async {
+            let evs = rollout_events(&client, &ns, "web").await;
+            let has = |r: &str| evs.iter().any(|(reason, _)| reason == r);
+            (has("RolloutRolledBack") && has("GitRollbackNotConfigured")).then_some(evs)
+        },
+    )
     .await;
-    assert!(evs.iter().any(|(r, n)| r == "GitRollbackNotConfigured" && n.contains("not configured")), "{evs:?}");
+    assert!(
+        evs.iter()
+            .any(|(r, n)| r == "GitRollbackNotConfigured" && n.contains("not configured")),
+        "{evs:?}"
+    );
 }
 
 /// `fledge run` as a process, for crash tests: it aborts (as `kill -9` would end it) at the
 /// failpoint given; returns once it has, with its stderr.
-async fn run_until_failpoint(env: &support::Env, agent_ns: &str, id: &str, point: &str, after: impl std::future::Future<Output = ()>) -> String {
+async fn run_until_failpoint(
+    env: &support::Env,
+    agent_ns: &str,
+    id: &str,
+    point: &str,
+    after: impl std::future::Future<Output = ()>,
+) -> String {
     let cache = std::env::temp_dir().join(support::unique("rocrash-cache"));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args(["run", "--leader-election=false", "--install-crds=false", "--listen", "127.0.0.1:0"])
-        .args(["--namespace", agent_ns, "--selector", &format!("fledge.test/agent={id}")])
+        .args([
+            "run",
+            "--leader-election=false",
+            "--install-crds=false",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--namespace",
+            agent_ns,
+            "--selector",
+            &format!("fledge.test/agent={id}"),
+        ])
         .arg("--cache-dir")
         .arg(&cache)
         .arg("--kubeconfig")
@@ -273,13 +484,24 @@ async fn run_until_failpoint(env: &support::Env, agent_ns: &str, id: &str, point
     }
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains(&format!("failpoint {point} reached")), "the agent did not crash at {point}: {stderr}");
+    assert!(
+        stderr.contains(&format!("failpoint {point} reached")),
+        "the agent did not crash at {point}: {stderr}"
+    );
     stderr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_process_killed_after_the_canary_and_during_promotion_finishes_the_same() {
-    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("rokl", "rokl").await;
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("rokl", "rokl").await;
     let remote = remote(&ns, "[{setWeight: 33}, {pause: {duration: 2s}}]");
     let selector = format!("fledge.test/agent={id}");
     create_repo(&client, &repo, &id, &remote.url(), ".").await;
@@ -291,31 +513,53 @@ async fn an_agent_process_killed_after_the_canary_and_during_promotion_finishes_
         remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
     };
     run_until_failpoint(&env, &agent_ns.name, &id, "rollout-after-canary", commit_v2).await;
-    let uid = get(&deployments, "web-canary").await.and_then(|c| c.metadata.uid);
+    let uid = get(&deployments, "web-canary")
+        .await
+        .and_then(|c| c.metadata.uid);
     assert!(uid.is_some(), "the crash came after the canary was applied");
 
     // 2. A new process resumes from the status and dies right after promoting stable.
     run_until_failpoint(&env, &agent_ns.name, &id, "rollout-after-promote", async {}).await;
-    let canary_now = get(&deployments, "web-canary").await.and_then(|c| c.metadata.uid);
-    assert!(canary_now.is_none() || canary_now == uid, "a second canary was created");
+    let canary_now = get(&deployments, "web-canary")
+        .await
+        .and_then(|c| c.metadata.uid);
+    assert!(
+        canary_now.is_none() || canary_now == uid,
+        "a second canary was created"
+    );
     let rollouts = Api::<Rollout>::namespaced(client.clone(), &ns);
-    let st = rollouts.get("web").await.unwrap().status.unwrap_or_default();
+    let st = rollouts
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
     assert_eq!(st.phase, Phase::Promoting, "{st:#?}");
 
     // 3. An agent without crash points finishes: the same end as an uncrashed run.
     let _agent = start_agent(&env, &agent_ns.name, &selector, None).await;
     let st = rollout_where(&client, &ns, "web", "promoted and Healthy", 120, |s| {
         s.phase == Phase::Healthy
-            && s.handoff.as_ref().is_some_and(|h| s.stable_template_hash.as_deref() == Some(h.template_hash.as_str()))
+            && s.handoff.as_ref().is_some_and(|h| {
+                s.stable_template_hash.as_deref() == Some(h.template_hash.as_str())
+            })
     })
     .await;
     assert!(st.failed_template_hash.is_none(), "{st:#?}");
-    eventually("canary and baseline gone", Duration::from_secs(30), || async {
-        (get(&deployments, "web-canary").await.is_none() && get(&deployments, "web-baseline").await.is_none())
+    eventually(
+        "canary and baseline gone",
+        Duration::from_secs(30),
+        || async {
+            (get(&deployments, "web-canary").await.is_none()
+                && get(&deployments, "web-baseline").await.is_none())
             .then_some(())
-    })
+        },
+    )
     .await;
-    assert_eq!(version(&get(&deployments, "web").await.unwrap()).as_deref(), Some("v2"));
+    assert_eq!(
+        version(&get(&deployments, "web").await.unwrap()).as_deref(),
+        Some("v2")
+    );
 }
 
 #[test]
@@ -324,10 +568,20 @@ fn the_binary_named_kubectl_fledge_is_the_kubectl_plugin() {
     std::fs::create_dir_all(&dir).unwrap();
     let plugin = dir.join("kubectl-fledge");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fledge"), &plugin).unwrap();
-    let out = std::process::Command::new(&plugin).args(["promote", "--help"]).output().unwrap();
+    let out = std::process::Command::new(&plugin)
+        .args(["promote", "--help"])
+        .output()
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(help.contains("Usage: kubectl fledge promote [OPTIONS] <ROLLOUT>"), "{help}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        help.contains("Usage: kubectl fledge promote [OPTIONS] <ROLLOUT>"),
+        "{help}"
+    );
     assert!(help.contains("--full"), "{help}");
 }

@@ -318,7 +318,8 @@ fn a_large_directory_from_git_parses_each_tree_once() {
     let head = repo.head().unwrap().peel_to_commit().unwrap().id();
     let opts = RenderOptions::default();
     let t = std::time::Instant::now();
-    let from_disk = render::render(&render::FsTree::new(dir.path()).unwrap(), "big", &opts).unwrap();
+    let from_disk =
+        render::render(&render::FsTree::new(dir.path()).unwrap(), "big", &opts).unwrap();
     let disk = t.elapsed();
     let t = std::time::Instant::now();
     let tree = GitTree::at(&repo, head).unwrap();

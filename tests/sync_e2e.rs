@@ -75,11 +75,15 @@ async fn syncs_the_template_updates_prunes_and_noops_without_writes() {
 
     // A no-op reconcile of an unchanged repo: zero write requests. Settled means a reconcile
     // that wrote nothing (the Deployment's status moves for a while after the first sync).
-    eventually("a reconcile that writes nothing", Duration::from_secs(30), || async {
-        let before = writes(&running.log).len();
-        running.agent.reconcile(&repo, true).await;
-        (writes(&running.log).len() == before).then_some(())
-    })
+    eventually(
+        "a reconcile that writes nothing",
+        Duration::from_secs(30),
+        || async {
+            let before = writes(&running.log).len();
+            running.agent.reconcile(&repo, true).await;
+            (writes(&running.log).len() == before).then_some(())
+        },
+    )
     .await;
     let before = writes(&running.log);
     running.agent.reconcile(&repo, true).await;
@@ -288,16 +292,27 @@ async fn drift_is_healed_and_bad_commits_keep_the_last_good_state() {
     })
     .await;
     // Each repair is an event naming its object.
-    eventually("a DriftDetected event per object", Duration::from_secs(20), || async {
-        let evs = support::sync::events_about(&client, &repo, "DriftDetected").await;
-        let named = |n: &str| evs.iter().any(|(r, note)| r == n && note.contains("re-applied from git"));
-        (named("settings") && named("web")).then_some(())
-    })
+    eventually(
+        "a DriftDetected event per object",
+        Duration::from_secs(20),
+        || async {
+            let evs = support::sync::events_about(&client, &repo, "DriftDetected").await;
+            let named = |n: &str| {
+                evs.iter()
+                    .any(|(r, note)| r == n && note.contains("re-applied from git"))
+            };
+            (named("settings") && named("web")).then_some(())
+        },
+    )
     .await;
     // The status counts the last reconcile's drift, not a running total: back to 0.
-    status_where(&client, &repo, "Ready and no drift after the repairs", 20, |s| {
-        is(s, "Ready", ConditionStatus::True) && s.drift_count == 0
-    })
+    status_where(
+        &client,
+        &repo,
+        "Ready and no drift after the repairs",
+        20,
+        |s| is(s, "Ready", ConditionStatus::True) && s.drift_count == 0,
+    )
     .await;
 
     // Removing fledge's label by hand takes the object out of the watched set; the watch still
@@ -535,10 +550,13 @@ async fn two_agents_one_leader_and_the_standby_takes_over() {
     .await;
     println!("the standby took over and applied in {:?}", t.elapsed());
     assert!(!writes(&b.log).is_empty(), "the new leader wrote");
-    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &agent_ns.name)
-        .get(&format!("lease-{id}"))
-        .await
-        .unwrap();
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        client.clone(),
+        &agent_ns.name,
+    )
+    .get(&format!("lease-{id}"))
+    .await
+    .unwrap();
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("agent-b"),

@@ -25,7 +25,15 @@ impl Drop for Agent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_is_applied_through_the_signed_gitea_webhook() {
-    let Setup { env, client, agent_ns, ns, repo, id, _cleanup } = setup("hook", "hook").await;
+    let Setup {
+        env,
+        client,
+        agent_ns,
+        ns,
+        repo,
+        id,
+        _cleanup,
+    } = setup("hook", "hook").await;
     let gitea = Gitea::get();
     let gr = gitea.create_repo("hook").await;
     gr.commit(
@@ -47,7 +55,12 @@ async fn a_push_is_applied_through_the_signed_gitea_webhook() {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
         .args(["run", "--leader-election=false", "--install-crds=false"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--namespace", &agent_ns.name, "--selector", &format!("fledge.test/agent={id}")])
+        .args([
+            "--namespace",
+            &agent_ns.name,
+            "--selector",
+            &format!("fledge.test/agent={id}"),
+        ])
         .arg("--webhook-secret-file")
         .arg(&secret_file)
         .arg("--cache-dir")
@@ -65,21 +78,38 @@ async fn a_push_is_applied_through_the_signed_gitea_webhook() {
         "spec": {"url": gr.clone_url, "path": ".", "interval": "1h"}
     });
     Api::<fledge::crd::ConfigRepo>::all(client.clone())
-        .patch(&repo, &PatchParams::apply("fledge-tests").force(), &Patch::Apply(&body))
+        .patch(
+            &repo,
+            &PatchParams::apply("fledge-tests").force(),
+            &Patch::Apply(&body),
+        )
         .await
         .unwrap();
-    status_where(&client, &repo, "initial sync", 90, |s| is(s, "Ready", ConditionStatus::True)).await;
+    status_where(&client, &repo, "initial sync", 90, |s| {
+        is(s, "Ready", ConditionStatus::True)
+    })
+    .await;
 
     gitea
-        .add_webhook(&gr, &format!("http://127.0.0.1:{port}/webhooks/gitea"), secret, &["push"])
+        .add_webhook(
+            &gr,
+            &format!("http://127.0.0.1:{port}/webhooks/gitea"),
+            secret,
+            &["push"],
+        )
         .await;
     gr.commit(&[("cm.yaml", &cm_file("settings", "v2"))], "v2");
     let pushed = Instant::now();
     gr.push("main");
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    eventually("the pushed commit applied (only the webhook can bring it in)", Duration::from_secs(30), || async {
-        (cms.get("settings").await.ok()?.data?["value"] == "v2").then_some(())
-    })
+    eventually(
+        "the pushed commit applied (only the webhook can bring it in)",
+        Duration::from_secs(30),
+        || async { (cms.get("settings").await.ok()?.data?["value"] == "v2").then_some(()) },
+    )
     .await;
-    eprintln!("push to applied via the Gitea webhook: {} ms", pushed.elapsed().as_millis());
+    eprintln!(
+        "push to applied via the Gitea webhook: {} ms",
+        pushed.elapsed().as_millis()
+    );
 }

@@ -149,7 +149,10 @@ async fn handle(
         ("x-fledge-track", c.track.clone()),
         ("x-fledge-pod", s.identity.pod.clone()),
         ("x-fledge-version", s.identity.version.clone()),
-        ("x-fledge-request-headers", serde_json::Value::Object(echo).to_string()),
+        (
+            "x-fledge-request-headers",
+            serde_json::Value::Object(echo).to_string(),
+        ),
     ] {
         if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
             headers.insert(name, v);

@@ -16,7 +16,11 @@ use std::sync::atomic::Ordering;
 #[derive(Parser)]
 struct Args {
     /// host:port of an instance; repeat for several.
-    #[arg(long = "target", required_unless_present = "url", conflicts_with = "url")]
+    #[arg(
+        long = "target",
+        required_unless_present = "url",
+        conflicts_with = "url"
+    )]
     targets: Vec<String>,
     /// Requests per second (to each target; or through the gateway with --url).
     #[arg(long, default_value_t = 20.0)]

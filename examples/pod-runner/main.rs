@@ -79,7 +79,10 @@ async fn main() -> anyhow::Result<()> {
     let (services, service_writer) = reflector::store::<Service>();
     let mut service_events = reflector(
         service_writer,
-        watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .boxed();
@@ -137,7 +140,14 @@ async fn main() -> anyhow::Result<()> {
                 .collect();
             procs.reconcile(&want, log);
             if services_listed {
-                publish(&client, &services.state(), &pods.state(), &procs, &mut published).await;
+                publish(
+                    &client,
+                    &services.state(),
+                    &pods.state(),
+                    &procs,
+                    &mut published,
+                )
+                .await;
             }
         }
     }

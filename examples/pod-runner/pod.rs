@@ -187,7 +187,9 @@ impl Procs {
     pub fn reconcile(&mut self, want: &BTreeMap<String, Want>, log: fn(&str)) {
         let uids: Vec<String> = self.running.keys().cloned().collect();
         for uid in uids {
-            let stale = want.get(&uid).is_none_or(|w| w.args != self.running[&uid].args);
+            let stale = want
+                .get(&uid)
+                .is_none_or(|w| w.args != self.running[&uid].args);
             if stale {
                 if let Some(mut p) = self.running.remove(&uid) {
                     stop(&mut p);

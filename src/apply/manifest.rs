@@ -194,7 +194,11 @@ pub fn managed_marker(meta: &kube::api::ObjectMeta) -> String {
             any = true;
             h.update(e.api_version.as_deref().unwrap_or("").as_bytes());
             h.update(b"\n");
-            h.update(serde_json::to_string(&fields.0).unwrap_or_default().as_bytes());
+            h.update(
+                serde_json::to_string(&fields.0)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
         }
     }
     if !any {
@@ -319,13 +323,19 @@ mod tests {
             serde_json::json!({"spec": {"replicas": 2, "template": {"metadata": {"labels": {"a": "b"}}}}}),
         );
         let m = Manifest::of(&d);
-        let th = m.template_hash.clone().expect("a Deployment has a template hash");
+        let th = m
+            .template_hash
+            .clone()
+            .expect("a Deployment has a template hash");
         assert_eq!(
             m.value()["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION],
             Value::String(th.clone())
         );
         let held = m.holding_template(serde_json::json!({"metadata": {}}), Some("old"));
-        assert_eq!(held.value()["spec"]["template"], serde_json::json!({"metadata": {}}));
+        assert_eq!(
+            held.value()["spec"]["template"],
+            serde_json::json!({"metadata": {}})
+        );
         assert_eq!(held.value()["spec"]["replicas"], 2);
         assert_eq!(held.template_hash.as_deref(), Some("old"));
         let r = rendered(

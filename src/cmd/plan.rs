@@ -10,9 +10,9 @@ use fledge::cli::{PlanArgs, PlanFormat, SourceArgs, default_repo_name};
 use fledge::controller::{inventory, policy};
 use fledge::crd::{ConfigRepo, InventoryEntry};
 use fledge::labels::{CONTENT_HASH_ANNOTATION, TEMPLATE_HASH_ANNOTATION};
+use fledge::limits::escape_controls;
 use fledge::plan::{self, Action, Live, Policy};
 use fledge::render::{self, ObjectKey, RenderOptions};
-use fledge::limits::escape_controls;
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
@@ -69,7 +69,9 @@ pub fn secret_changes(before: Option<&Value>, after: &Value) -> String {
     for (k, v) in &a {
         match b.get(k) {
             None => lines.push(format!("+ key {}", escape_controls(k))),
-            Some(old) if old != v => lines.push(format!("~ key {} (value changed)", escape_controls(k))),
+            Some(old) if old != v => {
+                lines.push(format!("~ key {} (value changed)", escape_controls(k)))
+            }
             Some(_) => {}
         }
     }
@@ -126,7 +128,9 @@ impl Unchecked {
     fn note(&self) -> &'static str {
         match self {
             Unchecked::CrdInBundle => " (its CRD is in this bundle: not checked by the server)",
-            Unchecked::NamespaceInBundle => " (its namespace is created by this plan: not checked by the server)",
+            Unchecked::NamespaceInBundle => {
+                " (its namespace is created by this plan: not checked by the server)"
+            }
         }
     }
 }
@@ -155,16 +159,29 @@ fn bundle_crds(objects: &[Arc<Manifest>]) -> BTreeSet<(String, String)> {
 }
 
 /// Reads one object; a kind the cluster does not serve yet reads as absent.
-async fn read(cluster: &Cluster, api_version: &str, k: &ObjectKey) -> anyhow::Result<Option<DynamicObject>> {
-    match cluster.get(api_version, &k.kind, &k.namespace, &k.name).await {
+async fn read(
+    cluster: &Cluster,
+    api_version: &str,
+    k: &ObjectKey,
+) -> anyhow::Result<Option<DynamicObject>> {
+    match cluster
+        .get(api_version, &k.kind, &k.namespace, &k.name)
+        .await
+    {
         Ok(o) => Ok(o),
         Err(e) if e.category == Category::UnknownKind => Ok(None),
         Err(e) => Err(anyhow::anyhow!("reading {k}: {e}")),
     }
 }
 
-pub async fn plan_cmd(args: PlanArgs, kubeconfig: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
-    let name = args.name.clone().unwrap_or_else(|| default_repo_name(&args.path));
+pub async fn plan_cmd(
+    args: PlanArgs,
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_repo_name(&args.path));
     let client = crate::kube_client(kubeconfig).await?;
     let scopes = render::discover(&client).await.context("API discovery")?;
     let source = SourceArgs {
@@ -185,7 +202,11 @@ pub async fn plan_cmd(args: PlanArgs, kubeconfig: Option<&std::path::Path>) -> a
         crate::cmd::render::with_tree(&source, |tree| render::render(tree, &args.path, &opts))
     })?;
     let desired: Vec<Arc<Manifest>> = match desired {
-        Ok(d) => d.objects.into_iter().map(|o| Arc::new(Manifest::from_rendered(o))).collect(),
+        Ok(d) => d
+            .objects
+            .into_iter()
+            .map(|o| Arc::new(Manifest::from_rendered(o)))
+            .collect(),
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("error: {}", escape_controls(&e.to_string()));
@@ -212,8 +233,10 @@ pub async fn plan_cmd(args: PlanArgs, kubeconfig: Option<&std::path::Path>) -> a
     };
     let policy = repo.as_ref().map(policy).unwrap_or_else(Policy::default);
     // The live objects: desired ones and inventory members, `--concurrency` at a time.
-    let mut wanted: Vec<(String, ObjectKey)> =
-        desired.iter().map(|o| (o.api_version.clone(), o.key.clone())).collect();
+    let mut wanted: Vec<(String, ObjectKey)> = desired
+        .iter()
+        .map(|o| (o.api_version.clone(), o.key.clone()))
+        .collect();
     let known: BTreeSet<ObjectKey> = desired.iter().map(|o| o.key.clone()).collect();
     wanted.extend(
         inventory
@@ -263,7 +286,9 @@ impl<'a> Report<'a> {
             desired,
             live,
             colors: Colors {
-                on: args.output == PlanFormat::Text && !args.no_color && std::io::stdout().is_terminal(),
+                on: args.output == PlanFormat::Text
+                    && !args.no_color
+                    && std::io::stdout().is_terminal(),
             },
             crds_in_bundle: bundle_crds(desired),
             namespaces_in_bundle: bundle_namespaces(desired),
@@ -278,7 +303,9 @@ impl<'a> Report<'a> {
             Ok(o) => Ok(Ok(serde_json::to_value(&o).unwrap_or_default())),
             Err(e)
                 if e.category == Category::UnknownKind
-                    && self.crds_in_bundle.contains(&(m.key.group.clone(), m.key.kind.clone())) =>
+                    && self
+                        .crds_in_bundle
+                        .contains(&(m.key.group.clone(), m.key.kind.clone())) =>
             {
                 Ok(Err(Unchecked::CrdInBundle))
             }
@@ -293,15 +320,27 @@ impl<'a> Report<'a> {
     }
 
     fn body_lines(&self, text: &mut String, key: &ObjectKey, v: Value, prefix: &str, code: &str) {
-        let v = if is_secret(key) { without_secret_values(v) } else { v };
+        let v = if is_secret(key) {
+            without_secret_values(v)
+        } else {
+            v
+        };
         for line in yaml(&clean(v)).lines() {
-            text.push_str(&self.colors.paint(code, &format!("{prefix}{}\n", escape_controls(line))));
+            text.push_str(
+                &self
+                    .colors
+                    .paint(code, &format!("{prefix}{}\n", escape_controls(line))),
+            );
         }
     }
 
     fn diff_lines(&self, text: &mut String, before: &str, after: &str) -> String {
         let diff = similar::TextDiff::from_lines(before, after);
-        let unified = diff.unified_diff().context_radius(3).header("live", "git").to_string();
+        let unified = diff
+            .unified_diff()
+            .context_radius(3)
+            .header("live", "git")
+            .to_string();
         for line in unified.lines() {
             let line = escape_controls(line).into_owned();
             let painted = match line.chars().next() {
@@ -322,10 +361,16 @@ impl<'a> Report<'a> {
         for (i, action) in &p.apply {
             let m = &self.desired[*i];
             let key = m.key.to_string();
-            let live = self.live.get(&m.key).map(|o| serde_json::to_value(o).unwrap_or_default());
+            let live = self
+                .live
+                .get(&m.key)
+                .map(|o| serde_json::to_value(o).unwrap_or_default());
             let body = match action {
                 Action::HoldTemplate { .. } => {
-                    let held = live.as_ref().and_then(|l| l.pointer("/spec/template").cloned()).unwrap_or_default();
+                    let held = live
+                        .as_ref()
+                        .and_then(|l| l.pointer("/spec/template").cloned())
+                        .unwrap_or_default();
                     Arc::new(m.holding_template(held, None))
                 }
                 _ => m.clone(),
@@ -338,7 +383,11 @@ impl<'a> Report<'a> {
             let after = match answer {
                 Ok(a) => a,
                 Err(e) => {
-                    let line = format!("! {} {key}: the API server refuses it: {}\n", verb(action), escape_controls(&e.message));
+                    let line = format!(
+                        "! {} {key}: the API server refuses it: {}\n",
+                        verb(action),
+                        escape_controls(&e.message)
+                    );
                     text.push_str(&self.colors.paint("31;1", &line));
                     refused.push(json!({"object": key, "error": e.message}));
                     continue;
@@ -347,11 +396,24 @@ impl<'a> Report<'a> {
             match action {
                 Action::Create => {
                     let note = after.as_ref().err().map_or("", Unchecked::note);
-                    text.push_str(&self.colors.paint("32;1", &format!("+ create {key}{note}\n")));
+                    text.push_str(
+                        &self
+                            .colors
+                            .paint("32;1", &format!("+ create {key}{note}\n")),
+                    );
                     if is_secret(&m.key) {
-                        text.push_str(&format!("  {}\n", secret_changes(None, &m.value()).replace('\n', "\n  ")));
+                        text.push_str(&format!(
+                            "  {}\n",
+                            secret_changes(None, &m.value()).replace('\n', "\n  ")
+                        ));
                     } else {
-                        self.body_lines(&mut text, &m.key, after.unwrap_or_else(|_| m.value()), "+ ", "32");
+                        self.body_lines(
+                            &mut text,
+                            &m.key,
+                            after.unwrap_or_else(|_| m.value()),
+                            "+ ",
+                            "32",
+                        );
                     }
                     creates.push(key);
                 }
@@ -362,7 +424,9 @@ impl<'a> Report<'a> {
                             "~ update {key} (pod template held: the new template goes out as a canary through Rollout {}/{rollout})\n",
                             m.key.namespace
                         ),
-                        Action::Recreate => format!("± recreate {key} (a run-once object changed in git)\n"),
+                        Action::Recreate => {
+                            format!("± recreate {key} (a run-once object changed in git)\n")
+                        }
                         Action::RepairDrift => format!("~ repair {key} (changed outside git)\n"),
                         _ => format!("~ update {key}\n"),
                     };
@@ -382,19 +446,39 @@ impl<'a> Report<'a> {
                 }
             }
         }
-        for h in p.handoffs.iter().filter(|h| !p.apply.iter().any(|(i, _)| *i == h.index)) {
+        for h in p
+            .handoffs
+            .iter()
+            .filter(|h| !p.apply.iter().any(|(i, _)| *i == h.index))
+        {
             let key = self.desired[h.index].key.to_string();
-            text.push_str(&self.colors.paint("36;1", &format!("» canary {key}: its new pod template goes out through Rollout {}\n", h.rollout)));
+            text.push_str(&self.colors.paint(
+                "36;1",
+                &format!(
+                    "» canary {key}: its new pod template goes out through Rollout {}\n",
+                    h.rollout
+                ),
+            ));
             canaries.push(json!({"object": key, "rollout": h.rollout.to_string()}));
         }
         for i in &p.drift_kept {
             let key = self.desired[*i].key.to_string();
-            text.push_str(&self.colors.paint("33", &format!("! drift {key}: changed outside git, left as it is (selfHeal is off)\n")));
+            text.push_str(&self.colors.paint(
+                "33",
+                &format!("! drift {key}: changed outside git, left as it is (selfHeal is off)\n"),
+            ));
         }
         let allowed = p.prune_decision == plan::PruneDecision::Allowed;
         for e in &p.prune {
             let key = plan::entry_key(e).to_string();
-            let line = if allowed { format!("- delete {key}\n") } else { format!("- delete {key} (not done: {})\n", p.prune_decision.explain(p.prune.len())) };
+            let line = if allowed {
+                format!("- delete {key}\n")
+            } else {
+                format!(
+                    "- delete {key} (not done: {})\n",
+                    p.prune_decision.explain(p.prune.len())
+                )
+            };
             text.push_str(&self.colors.paint("31;1", &line));
             if allowed {
                 deletes.push(key);
@@ -408,14 +492,20 @@ impl<'a> Report<'a> {
             p.unchanged.len() + p.completed.len()
         );
         if !canaries.is_empty() {
-            summary.push_str(&format!(" {} pod template change(s) go out as a canary.", canaries.len()));
+            summary.push_str(&format!(
+                " {} pod template change(s) go out as a canary.",
+                canaries.len()
+            ));
         }
         match self.args.output {
             PlanFormat::Text => {
                 print!("{text}");
                 println!("{summary}");
                 if !refused.is_empty() {
-                    println!("{} object(s) would be refused by the API server.", refused.len());
+                    println!(
+                        "{} object(s) would be refused by the API server.",
+                        refused.len()
+                    );
                 }
             }
             PlanFormat::Json => println!(
@@ -460,7 +550,10 @@ mod tests {
             assert!(!s.contains(value), "{value} leaked: {s}");
         }
         assert!(s.contains("~ key user (value changed)"), "{s}");
-        assert!(s.contains("+ key new") && s.contains("+ key token") && s.contains("- key old"), "{s}");
+        assert!(
+            s.contains("+ key new") && s.contains("+ key token") && s.contains("- key old"),
+            "{s}"
+        );
         let hidden = without_secret_values(after);
         assert!(!hidden.to_string().contains("hunter2"));
     }

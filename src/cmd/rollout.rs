@@ -3,10 +3,10 @@
 
 use anyhow::{Context, bail};
 use fledge::crd::Rollout;
-use fledge::rollout::{REQUEST_ANNOTATION, Request, Verb};
 use fledge::limits::escape_controls;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use fledge::rollout::{REQUEST_ANNOTATION, Request, Verb};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,11 +39,15 @@ pub async fn request_cmd(
         verb,
         nonce: nonce(),
     };
-    let body = serde_json::json!({"metadata": {"annotations": {REQUEST_ANNOTATION: request.to_string()}}});
+    let body =
+        serde_json::json!({"metadata": {"annotations": {REQUEST_ANNOTATION: request.to_string()}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .with_context(|| format!("requesting {} of rollout {ns}/{name}", verb.as_str()))?;
-    println!("rollout {ns}/{name}: {} requested ({request})", verb.as_str());
+    println!(
+        "rollout {ns}/{name}: {} requested ({request})",
+        verb.as_str()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -62,7 +66,10 @@ pub async fn status_cmd(
     };
     let tty = std::io::stdout().is_terminal();
     loop {
-        let list = api.list(&ListParams::default()).await.context("listing rollouts")?;
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .context("listing rollouts")?;
         let text = table(&list.items, jiff::Timestamp::now());
         if watch && tty {
             print!("\x1b[2J\x1b[H{text}");
@@ -159,12 +166,18 @@ mod tests {
 
     #[test]
     fn the_nonce_makes_a_valid_request() {
-        let r = Request { verb: Verb::Abort, nonce: nonce() };
+        let r = Request {
+            verb: Verb::Abort,
+            nonce: nonce(),
+        };
         assert_eq!(Request::parse(&r.to_string()), Ok(r));
     }
 
     #[test]
     fn ages_read_like_kubectl() {
-        assert_eq!((age(5), age(125), age(7300), age(200000)), ("5s".into(), "2m".into(), "2h".into(), "2d".into()));
+        assert_eq!(
+            (age(5), age(125), age(7300), age(200000)),
+            ("5s".into(), "2m".into(), "2h".into(), "2d".into())
+        );
     }
 }

@@ -45,7 +45,9 @@ pub struct Fetched {
 
 /// Converts a render into manifests, one object at a time (so the value trees are freed as the
 /// compact bodies are made).
-fn compact(rendered: Result<crate::render::Desired, RenderErrors>) -> Result<Vec<Arc<Manifest>>, RenderErrors> {
+fn compact(
+    rendered: Result<crate::render::Desired, RenderErrors>,
+) -> Result<Vec<Arc<Manifest>>, RenderErrors> {
     rendered.map(|d| {
         d.objects
             .into_iter()

@@ -8,8 +8,8 @@ pub mod inventory;
 mod leader;
 pub mod queue;
 mod reconcile;
-pub mod rollouts;
 mod report;
+pub mod rollouts;
 pub mod selector;
 pub mod status;
 mod steps;
@@ -122,7 +122,10 @@ pub async fn on_webhooks(
             tracing::debug!(event = ?ev, "webhook event not acted on");
             continue;
         };
-        let repos = match Api::<ConfigRepo>::all(agent.client.clone()).list(&Default::default()).await {
+        let repos = match Api::<ConfigRepo>::all(agent.client.clone())
+            .list(&Default::default())
+            .await
+        {
             Ok(l) => l.items,
             Err(e) => {
                 tracing::warn!(error = %crate::apply::kube_message(&e), "listing ConfigRepos for a webhook failed");

@@ -134,8 +134,18 @@ impl Agent {
             self.report(&repo, &result).await;
             let outcome = match result {
                 // Stopped after the fetch: the status still records what was fetched.
-                Err(e @ (SyncError::Inventory(_) | SyncError::Observe(_) | SyncError::RecordInventory(_))) => {
-                    match self.sources.lock().await.get(name).and_then(|c| c.commit.clone()) {
+                Err(
+                    e @ (SyncError::Inventory(_)
+                    | SyncError::Observe(_)
+                    | SyncError::RecordInventory(_)),
+                ) => {
+                    match self
+                        .sources
+                        .lock()
+                        .await
+                        .get(name)
+                        .and_then(|c| c.commit.clone())
+                    {
                         Some(commit) => Outcome::StoppedAfterFetch { commit, error: e },
                         None => Outcome::Synced(Err(e)),
                     }
@@ -145,7 +155,12 @@ impl Agent {
             (outcome, next)
         };
         let prev = repo.status.clone().unwrap_or_default();
-        let new = status::build(&prev, repo.metadata.generation, &outcome, jiff::Timestamp::now());
+        let new = status::build(
+            &prev,
+            repo.metadata.generation,
+            &outcome,
+            jiff::Timestamp::now(),
+        );
         if new != prev
             && let Err(e) = self.write_status(name, &new).await
         {
@@ -198,14 +213,23 @@ impl Agent {
         let recorded = self
             .record_inventory(repo, desired, &plan, &inventory, &applied, &pruned)
             .await;
-        Ok(Synced::new(commit, rendered.clone(), plan, applied, handed, pruned, recorded))
+        Ok(Synced::new(
+            commit,
+            rendered.clone(),
+            plan,
+            applied,
+            handed,
+            pruned,
+            recorded,
+        ))
     }
 
     /// Whether the agent's selector matches `repo`.
     fn selected(&self, repo: &ConfigRepo) -> bool {
-        self.opts.selector.as_ref().is_none_or(|sel| {
-            sel.matches(&repo.metadata.labels.clone().unwrap_or_default())
-        })
+        self.opts
+            .selector
+            .as_ref()
+            .is_none_or(|sel| sel.matches(&repo.metadata.labels.clone().unwrap_or_default()))
     }
 }
 
@@ -227,7 +251,10 @@ mod tests {
         assert_eq!(interval(&repo("30s")).unwrap(), Duration::from_secs(30));
         for bad in ["0s", "soon", "500ms"] {
             let e = interval(&repo(bad)).expect_err(bad);
-            assert!(matches!(e, SyncError::Spec(_)) && e.to_string().contains("spec.interval"), "{e}");
+            assert!(
+                matches!(e, SyncError::Spec(_)) && e.to_string().contains("spec.interval"),
+                "{e}"
+            );
         }
     }
 
@@ -243,6 +270,9 @@ mod tests {
         let hour = Duration::from_secs(3600);
         assert!(requeue(&fetch(1), hour) < requeue(&fetch(4), hour));
         assert!(requeue(&fetch(9), Duration::from_secs(60)) <= Duration::from_secs(60));
-        assert_eq!(requeue(&Err(SyncError::Inventory("x".into())), hour), RETRY_SOON);
+        assert_eq!(
+            requeue(&Err(SyncError::Inventory("x".into())), hour),
+            RETRY_SOON
+        );
     }
 }

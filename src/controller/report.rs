@@ -61,28 +61,49 @@ impl Agent {
                     };
                     self.metrics
                         .fetch_errors
-                        .get_or_create(&ReasonLabel { reason: reason.into() })
+                        .get_or_create(&ReasonLabel {
+                            reason: reason.into(),
+                        })
                         .inc();
                 }
                 tracing::warn!(error = %e, "sync stopped before applying anything");
                 let type_ = match e {
-                    SyncError::Fetch { .. } | SyncError::Credentials(_) | SyncError::Spec(_) => "Fetched",
+                    SyncError::Fetch { .. } | SyncError::Credentials(_) | SyncError::Spec(_) => {
+                        "Fetched"
+                    }
                     _ => "Applied",
                 };
                 if !Self::was_failing(repo, type_) {
-                    let n = note(Kind::Warning, "SyncFailed", "Sync", format!("{e}; nothing applied, nothing pruned"));
+                    let n = note(
+                        Kind::Warning,
+                        "SyncFailed",
+                        "Sync",
+                        format!("{e}; nothing applied, nothing pruned"),
+                    );
                     self.events.publish(&me, n).await;
                 }
             }
-            Ok(Synced { commit, result: Err(render) }) => {
+            Ok(Synced {
+                commit,
+                result: Err(render),
+            }) => {
                 let first = render.0.first().map(|e| e.to_string()).unwrap_or_default();
                 tracing::warn!(commit = %short(commit), errors = render.0.len(), first = %first, "render failed: nothing applied, nothing pruned");
                 if !Self::was_failing(repo, "Rendered") {
-                    let msg = format!("{} render error(s) in {}; first: {first}; nothing applied, nothing pruned", render.0.len(), short(commit));
-                    self.events.publish(&me, note(Kind::Warning, "RenderFailed", "Render", msg)).await;
+                    let msg = format!(
+                        "{} render error(s) in {}; first: {first}; nothing applied, nothing pruned",
+                        render.0.len(),
+                        short(commit)
+                    );
+                    self.events
+                        .publish(&me, note(Kind::Warning, "RenderFailed", "Render", msg))
+                        .await;
                 }
             }
-            Ok(Synced { commit, result: Ok(done) }) => self.report_done(repo, &name, commit, done).await,
+            Ok(Synced {
+                commit,
+                result: Ok(done),
+            }) => self.report_done(repo, &name, commit, done).await,
         }
     }
 
@@ -93,27 +114,48 @@ impl Agent {
         let drift: Vec<usize> = plan
             .apply
             .iter()
-            .filter(|(_, a)| matches!(a, Action::RepairDrift | Action::HoldTemplate { force: true, .. }))
+            .filter(|(_, a)| {
+                matches!(
+                    a,
+                    Action::RepairDrift | Action::HoldTemplate { force: true, .. }
+                )
+            })
             .map(|(i, _)| *i)
             .chain(plan.drift_kept.iter().copied())
             .collect();
         if !drift.is_empty() {
             self.metrics
                 .drift
-                .get_or_create(&RepoLabel { repo: name.to_owned() })
+                .get_or_create(&RepoLabel {
+                    repo: name.to_owned(),
+                })
                 .inc_by(drift.len() as u64);
         }
         for i in drift.iter().take(MAX_OBJECT_EVENTS) {
             let o = &objects[*i];
-            let verb = if plan.drift_kept.contains(i) { "left as it is (selfHeal is off)" } else { "re-applied from git" };
-            let mut n = note(Kind::Warning, "DriftDetected", "Sync", format!("{} changed outside git: {verb}", o.key));
+            let verb = if plan.drift_kept.contains(i) {
+                "left as it is (selfHeal is off)"
+            } else {
+                "re-applied from git"
+            };
+            let mut n = note(
+                Kind::Warning,
+                "DriftDetected",
+                "Sync",
+                format!("{} changed outside git: {verb}", o.key),
+            );
             n.related = Some(events::reference(&o.api_version, &o.key));
             self.events.publish(&me, n).await;
         }
         for (i, e) in failed.iter().take(MAX_OBJECT_EVENTS) {
             let o = &objects[*i];
             tracing::warn!(object = %o.key, category = e.category.as_str(), error = %e.message, "apply failed");
-            let mut n = note(Kind::Warning, "ApplyFailed", "Apply", format!("{}: {}", o.key, e.message));
+            let mut n = note(
+                Kind::Warning,
+                "ApplyFailed",
+                "Apply",
+                format!("{}: {}", o.key, e.message),
+            );
             n.related = Some(events::reference(&o.api_version, &o.key));
             self.events.publish(&me, n).await;
         }
@@ -125,31 +167,55 @@ impl Agent {
                 plan.creates(),
                 plan.updates()
             );
-            self.events.publish(&me, note(Kind::Normal, "Applied", "Apply", msg)).await;
+            self.events
+                .publish(&me, note(Kind::Normal, "Applied", "Apply", msg))
+                .await;
         }
         for r in &d.handed.recorded {
-            let mut n = note(Kind::Normal, "HandedOff", "Sync", format!("pod template of {} goes out as a canary (commit {})", r, short(commit)));
+            let mut n = note(
+                Kind::Normal,
+                "HandedOff",
+                "Sync",
+                format!(
+                    "pod template of {} goes out as a canary (commit {})",
+                    r,
+                    short(commit)
+                ),
+            );
             n.related = Some(events::reference("fledge.dev/v1alpha1", r));
             self.events.publish(&me, n).await;
         }
         let p = &d.pruned;
         if !p.deleted.is_empty() {
             let names: Vec<String> = p.deleted.iter().take(5).map(|k| k.to_string()).collect();
-            let msg = format!("deleted {} object(s) no longer in git: {}", p.deleted.len(), names.join(", "));
-            self.events.publish(&me, note(Kind::Normal, "Pruned", "Prune", msg)).await;
+            let msg = format!(
+                "deleted {} object(s) no longer in git: {}",
+                p.deleted.len(),
+                names.join(", ")
+            );
+            self.events
+                .publish(&me, note(Kind::Normal, "Pruned", "Prune", msg))
+                .await;
         }
         for e in p.failed.iter().take(MAX_OBJECT_EVENTS) {
             let msg = format!("deleting {}: {}", e.object, e.message);
-            self.events.publish(&me, note(Kind::Warning, "PruneFailed", "Prune", msg)).await;
+            self.events
+                .publish(&me, note(Kind::Warning, "PruneFailed", "Prune", msg))
+                .await;
         }
         if p.decision.refused() {
             self.metrics
                 .prune_refusals
-                .get_or_create(&RepoReason { repo: name.to_owned(), reason: p.decision.reason().into() })
+                .get_or_create(&RepoReason {
+                    repo: name.to_owned(),
+                    reason: p.decision.reason().into(),
+                })
                 .inc();
             if !Self::was_failing(repo, "Pruned") {
                 let msg = p.decision.explain(plan.prune.len());
-                self.events.publish(&me, note(Kind::Warning, "PruneRefused", "Prune", msg)).await;
+                self.events
+                    .publish(&me, note(Kind::Warning, "PruneRefused", "Prune", msg))
+                    .await;
             }
         }
         let counts = [
@@ -163,7 +229,10 @@ impl Agent {
         for (state, n) in counts {
             self.metrics
                 .objects
-                .get_or_create(&RepoState { repo: name.to_owned(), state: state.into() })
+                .get_or_create(&RepoState {
+                    repo: name.to_owned(),
+                    state: state.into(),
+                })
                 .set(n as i64);
         }
         if plan.is_noop() && failed.is_empty() {
@@ -182,7 +251,10 @@ impl Agent {
             );
         }
         if p.decision == PruneDecision::Disabled && !plan.prune.is_empty() {
-            tracing::debug!(due = plan.prune.len(), "pruning is disabled (spec.prune: false)");
+            tracing::debug!(
+                due = plan.prune.len(),
+                "pruning is disabled (spec.prune: false)"
+            );
         }
     }
 
@@ -191,7 +263,9 @@ impl Agent {
         let result = if ready { "success" } else { "error" };
         self.metrics
             .reconcile_duration
-            .get_or_create(&ResultLabel { result: result.into() })
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 }

@@ -167,13 +167,25 @@ impl Rollouts {
         }
         let ns = ro.namespace().unwrap_or_default();
         if phase_changed {
-            self.agent.metrics.set_rollout_phase(&ns, &ro.name_any(), phase_name(after.phase));
-            let torn = |p: Phase| matches!(p, Phase::Aborted | Phase::RolledBack | Phase::RollbackPending);
+            self.agent
+                .metrics
+                .set_rollout_phase(&ns, &ro.name_any(), phase_name(after.phase));
+            let torn = |p: Phase| {
+                matches!(
+                    p,
+                    Phase::Aborted | Phase::RolledBack | Phase::RollbackPending
+                )
+            };
             let failure = after.teardown.as_ref().filter(|t| {
-                !matches!(t.cause, TeardownCause::Superseded | TeardownCause::RevertedInGit)
+                !matches!(
+                    t.cause,
+                    TeardownCause::Superseded | TeardownCause::RevertedInGit
+                )
             });
             if let Some(t) = failure.filter(|_| torn(after.phase) && !torn(before.phase)) {
-                self.agent.metrics.count_rollout_abort(&format!("{:?}", t.cause));
+                self.agent
+                    .metrics
+                    .count_rollout_abort(&format!("{:?}", t.cause));
             }
         }
         let kind = match after.phase {
@@ -378,7 +390,10 @@ async fn watch_rollouts(ctl: Arc<Rollouts>) {
             Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
                 let key = (r.namespace().unwrap_or_default(), r.name_any());
                 if let Ok(mut t) = ctl.targets.lock() {
-                    t.insert((key.0.clone(), r.spec.target_ref.name.clone()), key.1.clone());
+                    t.insert(
+                        (key.0.clone(), r.spec.target_ref.name.clone()),
+                        key.1.clone(),
+                    );
                 }
                 ctl.push(&key, Duration::ZERO);
             }

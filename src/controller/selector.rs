@@ -54,7 +54,9 @@ fn value(v: &str, term: &str) -> Result<String, String> {
     if ok {
         Ok(v.to_owned())
     } else {
-        Err(format!("invalid label value {v:?} in selector term {term:?}"))
+        Err(format!(
+            "invalid label value {v:?} in selector term {term:?}"
+        ))
     }
 }
 
@@ -142,8 +144,16 @@ mod tests {
             ("!shard", &[("team", "a")], true),
             ("!shard", &[("shard", "1")], false),
             ("shard", &[("shard", "1")], true),
-            ("team=a,shard in (1,2),!legacy", &[("team", "a"), ("shard", "2")], true),
-            ("team=a,shard in (1,2),!legacy", &[("team", "a"), ("shard", "2"), ("legacy", "")], false),
+            (
+                "team=a,shard in (1,2),!legacy",
+                &[("team", "a"), ("shard", "2")],
+                true,
+            ),
+            (
+                "team=a,shard in (1,2),!legacy",
+                &[("team", "a"), ("shard", "2"), ("legacy", "")],
+                false,
+            ),
         ];
         for (sel, l, want) in cases {
             let s = LabelSelector::parse(sel).unwrap_or_else(|e| panic!("{sel}: {e}"));
@@ -155,7 +165,14 @@ mod tests {
 
     #[test]
     fn malformed_selectors_are_refused_with_the_term() {
-        for bad in ["", "team in a", "team in (a", "te am=x", "team=a b", "x ~ y"] {
+        for bad in [
+            "",
+            "team in a",
+            "team in (a",
+            "te am=x",
+            "team=a b",
+            "x ~ y",
+        ] {
             let e = LabelSelector::parse(bad).expect_err(bad);
             assert!(!e.is_empty());
         }

@@ -6,9 +6,7 @@
 use super::reconcile::SyncError;
 use super::steps::{Done, Synced};
 use crate::apply::Health;
-use crate::crd::{
-    Condition, ConditionStatus, ConfigRepoStatus, ObjectCounts, ObjectError,
-};
+use crate::crd::{Condition, ConditionStatus, ConfigRepoStatus, ObjectCounts, ObjectError};
 use crate::plan::PruneDecision;
 
 /// At most this many errors are kept in the status.
@@ -21,10 +19,15 @@ pub enum Outcome {
     Synced(Result<Synced, SyncError>),
     /// A sync that fetched `commit` and then stopped before applying (inventory or cluster
     /// unreadable).
-    StoppedAfterFetch { commit: String, error: SyncError },
+    StoppedAfterFetch {
+        commit: String,
+        error: SyncError,
+    },
 }
 
-const ORDER: [&str; 6] = ["Ready", "Fetched", "Rendered", "Applied", "Pruned", "Healthy"];
+const ORDER: [&str; 6] = [
+    "Ready", "Fetched", "Rendered", "Applied", "Pruned", "Healthy",
+];
 
 struct Conditions<'p> {
     prev: &'p [Condition],
@@ -111,7 +114,12 @@ pub fn build(
         Outcome::Synced(Err(e)) | Outcome::StoppedAfterFetch { error: e, .. } => {
             if let Outcome::StoppedAfterFetch { commit, .. } = outcome {
                 s.fetched_commit = Some(commit.clone());
-                c.set("Fetched", true, "Fetched", format!("fetched {}", short(commit)));
+                c.set(
+                    "Fetched",
+                    true,
+                    "Fetched",
+                    format!("fetched {}", short(commit)),
+                );
             }
             failed_step(&mut c, e);
             // Steps that stop a sync before applying name what could not be read.
@@ -175,7 +183,10 @@ pub fn build(
             "Synced".to_owned(),
             format!(
                 "{} in sync and healthy",
-                s.applied_commit.as_deref().map(short).unwrap_or("repository")
+                s.applied_commit
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or("repository")
             ),
         ),
         Some((reason, msg)) => (false, reason, msg),
@@ -202,12 +213,18 @@ fn failed_step(c: &mut Conditions, e: &SyncError) {
             c.set("Fetched", false, "FetchFailed", message)
         }
         SyncError::Spec(_) => c.set("Fetched", false, "InvalidSpec", message),
-        SyncError::Discovery(_) | SyncError::Observe(_) => {
-            c.set("Applied", false, "ClusterUnavailable", format!("{message}; nothing applied"))
-        }
-        SyncError::Inventory(_) | SyncError::RecordInventory(_) => {
-            c.set("Applied", false, "InventoryUnavailable", format!("{message}; nothing applied"))
-        }
+        SyncError::Discovery(_) | SyncError::Observe(_) => c.set(
+            "Applied",
+            false,
+            "ClusterUnavailable",
+            format!("{message}; nothing applied"),
+        ),
+        SyncError::Inventory(_) | SyncError::RecordInventory(_) => c.set(
+            "Applied",
+            false,
+            "InventoryUnavailable",
+            format!("{message}; nothing applied"),
+        ),
     }
 }
 
@@ -267,7 +284,11 @@ fn sync_conditions(
             "Applied",
             true,
             "Applied",
-            format!("{} objects in sync with {}{note}", objects.len(), short(commit)),
+            format!(
+                "{} objects in sync with {}{note}",
+                objects.len(),
+                short(commit)
+            ),
         );
     } else {
         c.set(
@@ -286,13 +307,25 @@ fn sync_conditions(
     let p = &d.pruned;
     let due = d.plan.prune.len();
     let (ok, reason, msg) = match (&p.decision, p.failed.is_empty()) {
-        (PruneDecision::Allowed, true) => (true, "Pruned", format!("pruned {} objects", p.deleted.len())),
+        (PruneDecision::Allowed, true) => (
+            true,
+            "Pruned",
+            format!("pruned {} objects", p.deleted.len()),
+        ),
         (PruneDecision::Allowed, false) => (
             false,
             "PruneFailed",
-            format!("{} of {due} objects failed to delete; first: {}", p.failed.len(), first(&p.failed)),
+            format!(
+                "{} of {due} objects failed to delete; first: {}",
+                p.failed.len(),
+                first(&p.failed)
+            ),
         ),
-        (decision, _) => (!decision.refused(), decision.reason(), decision.explain(due)),
+        (decision, _) => (
+            !decision.refused(),
+            decision.reason(),
+            decision.explain(due),
+        ),
     };
     let msg = if p.skipped_lost_inventory {
         format!("{msg} (the inventory ConfigMap was lost: nothing could be pruned this time)")
@@ -342,31 +375,75 @@ mod tests {
         let t1 = jiff::Timestamp::from_second(1_700_000_600).unwrap();
         let first = build(&ConfigRepoStatus::default(), Some(1), &fetch_failed(), t0);
         let again = build(&first, Some(1), &fetch_failed(), t1);
-        assert_eq!(first, again, "a repeated outcome must not change the status");
-        let ready = first.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!(ready.last_transition_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(
+            first, again,
+            "a repeated outcome must not change the status"
+        );
+        let ready = first
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            ready.last_transition_time.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
         assert_eq!(ready.status, ConditionStatus::False);
         assert!(first.errors.is_empty());
         // Another reason, same status: the transition time stays (it moves only on a flip).
         let suspended = build(&again, Some(2), &Outcome::Suspended, t1);
-        let ready = suspended.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready = suspended
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.reason, "Suspended");
-        assert_eq!(ready.last_transition_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(
+            ready.last_transition_time.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
     }
 
     #[test]
     fn each_failed_step_names_its_condition() {
         let cases = [
-            (SyncError::Spec("spec.interval \"0s\" is shorter than 1s".into()), "Fetched", "InvalidSpec"),
-            (SyncError::Credentials("no key".into()), "Fetched", "FetchFailed"),
-            (SyncError::Inventory("damaged".into()), "Applied", "InventoryUnavailable"),
-            (SyncError::Discovery("down".into()), "Applied", "ClusterUnavailable"),
+            (
+                SyncError::Spec("spec.interval \"0s\" is shorter than 1s".into()),
+                "Fetched",
+                "InvalidSpec",
+            ),
+            (
+                SyncError::Credentials("no key".into()),
+                "Fetched",
+                "FetchFailed",
+            ),
+            (
+                SyncError::Inventory("damaged".into()),
+                "Applied",
+                "InventoryUnavailable",
+            ),
+            (
+                SyncError::Discovery("down".into()),
+                "Applied",
+                "ClusterUnavailable",
+            ),
         ];
         for (e, type_, reason) in cases {
-            let s = build(&ConfigRepoStatus::default(), None, &Outcome::Synced(Err(e)), jiff::Timestamp::UNIX_EPOCH);
+            let s = build(
+                &ConfigRepoStatus::default(),
+                None,
+                &Outcome::Synced(Err(e)),
+                jiff::Timestamp::UNIX_EPOCH,
+            );
             let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
-            assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::False, reason));
-            assert_eq!(s.conditions[0].reason, reason, "Ready carries the first failure");
+            assert_eq!(
+                (c.status, c.reason.as_str()),
+                (ConditionStatus::False, reason)
+            );
+            assert_eq!(
+                s.conditions[0].reason, reason,
+                "Ready carries the first failure"
+            );
         }
     }
 }

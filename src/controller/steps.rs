@@ -147,7 +147,10 @@ impl Synced {
     /// The API server was unavailable for some request.
     pub fn unavailable(&self) -> bool {
         self.result.as_ref().is_ok_and(|d| {
-            d.applied.failed.iter().any(|(_, e)| apply::is_unavailable(e))
+            d.applied
+                .failed
+                .iter()
+                .any(|(_, e)| apply::is_unavailable(e))
                 || d.recorded.error.is_some()
         })
     }
@@ -163,7 +166,10 @@ impl Synced {
 impl Agent {
     /// Step: the inventory (status or ConfigMap). Unreadable stops the sync before anything is
     /// applied: a new inventory written afterwards would lose the objects due for pruning.
-    pub(super) async fn read_inventory(&self, repo: &ConfigRepo) -> Result<InventoryRead, SyncError> {
+    pub(super) async fn read_inventory(
+        &self,
+        repo: &ConfigRepo,
+    ) -> Result<InventoryRead, SyncError> {
         match inventory::read(&self.client, &self.opts.namespace, repo.status.as_ref()).await {
             Ok(entries) => Ok(InventoryRead {
                 entries,
@@ -236,7 +242,11 @@ impl Agent {
         if status.inventory_config_map.is_some() && config_map.is_some() {
             return Ok(()); // the ConfigMap the status names now holds the intent
         }
-        status.inventory = if config_map.is_some() { Vec::new() } else { ahead };
+        status.inventory = if config_map.is_some() {
+            Vec::new()
+        } else {
+            ahead
+        };
         status.inventory_config_map = config_map;
         self.write_status(&name, &status)
             .await
@@ -300,7 +310,11 @@ impl Agent {
         let Some(live) = live else {
             return Ok(m.clone()); // gone meanwhile: a new target is created directly
         };
-        let template = live.data.pointer("/spec/template").cloned().unwrap_or_default();
+        let template = live
+            .data
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_default();
         let hash = live
             .metadata
             .annotations
@@ -337,7 +351,11 @@ impl Agent {
                     revision: commit.to_owned(),
                     provenance: m.sources.clone(),
                     template: m.template().unwrap_or_default(),
-                    replicas: m.value().pointer("/spec/replicas").and_then(|v| v.as_i64()).map(|r| r as i32),
+                    replicas: m
+                        .value()
+                        .pointer("/spec/replicas")
+                        .and_then(|v| v.as_i64())
+                        .map(|r| r as i32),
                 };
                 let body = serde_json::json!({
                     "apiVersion": "fledge.dev/v1alpha1", "kind": "Rollout",
@@ -357,7 +375,10 @@ impl Agent {
                 Ok(false) => {}
                 Err(e) => out.failed.push(ObjectError {
                     object: h.rollout.to_string(),
-                    message: format!("recording the template hand-off: {}", apply::kube_message(&e)),
+                    message: format!(
+                        "recording the template hand-off: {}",
+                        apply::kube_message(&e)
+                    ),
                 }),
             }
         }
@@ -378,7 +399,11 @@ impl Agent {
         }
         for e in &plan.prune {
             let av = e.api_version();
-            match self.cluster.delete(&av, &e.kind, &e.namespace, &e.name).await {
+            match self
+                .cluster
+                .delete(&av, &e.kind, &e.namespace, &e.name)
+                .await
+            {
                 Ok(()) => {
                     self.live.forget(&av, &e.kind, &e.namespace, &e.name);
                     out.deleted.insert(plan::entry_key(e));
@@ -413,7 +438,10 @@ impl Agent {
             .collect();
         let entries =
             plan::next_inventory(desired, plan, &inventory.entries, &markers, &pruned.deleted);
-        match self.write_inventory(&name, &entries, &inventory.entries).await {
+        match self
+            .write_inventory(&name, &entries, &inventory.entries)
+            .await
+        {
             Ok(config_map) => Recorded {
                 entries,
                 config_map,
@@ -422,7 +450,10 @@ impl Agent {
             Err(e) => Recorded {
                 // The status keeps pointing at the write-ahead inventory, a superset.
                 entries: inventory.entries.clone(),
-                config_map: repo.status.as_ref().and_then(|s| s.inventory_config_map.clone()),
+                config_map: repo
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.inventory_config_map.clone()),
                 error: Some(e),
             },
         }
@@ -450,7 +481,12 @@ impl Agent {
                 &Patch::Apply(&cm),
             )
             .await
-            .map_err(|e| format!("writing inventory ConfigMap {name}: {}", apply::kube_message(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "writing inventory ConfigMap {name}: {}",
+                    apply::kube_message(&e)
+                )
+            })?;
         Ok(Some(name))
     }
 }

@@ -28,7 +28,13 @@ pub(super) struct Call {
     answer: Value,
 }
 
-pub(super) fn call(method: Method, path: &str, body: impl Fn(&Value) -> bool + Send + 'static, status: u16, answer: Value) -> Call {
+pub(super) fn call(
+    method: Method,
+    path: &str,
+    body: impl Fn(&Value) -> bool + Send + 'static,
+    status: u16,
+    answer: Value,
+) -> Call {
     Call {
         method,
         path: path.into(),
@@ -58,11 +64,18 @@ impl Scenario {
                 let (parts, body) = req.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
                 let next = me.calls.lock().unwrap().pop();
                 let (status, answer) = match next {
                     None => {
-                        me.errors.lock().unwrap().push(format!("unexpected call {} {path}", parts.method));
+                        me.errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("unexpected call {} {path}", parts.method));
                         (500, json!({}))
                     }
                     Some(c) => {
@@ -72,7 +85,10 @@ impl Scenario {
                                 c.method, c.path, parts.method
                             ));
                         } else if !(c.body)(&body) {
-                            me.errors.lock().unwrap().push(format!("{} {path}: unexpected body {body}", c.method));
+                            me.errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} {path}: unexpected body {body}", c.method));
                         }
                         (c.status, c.answer)
                     }
@@ -94,7 +110,10 @@ impl Scenario {
         let errors = self.errors.lock().unwrap();
         assert!(errors.is_empty(), "{errors:#?}");
         let left = self.calls.lock().unwrap();
-        let missing: Vec<String> = left.iter().map(|c| format!("{} {}", c.method, c.path)).collect();
+        let missing: Vec<String> = left
+            .iter()
+            .map(|c| format!("{} {}", c.method, c.path))
+            .collect();
         assert!(missing.is_empty(), "calls not made: {missing:?}");
     }
 }
@@ -134,17 +153,24 @@ fn manifest(api_version: &str, kind: &str, name: &str, object: Value) -> Arc<Man
 }
 
 fn repo() -> ConfigRepo {
-    let spec: ConfigRepoSpec = serde_json::from_value(json!({"url": "https://git.example/x", "path": "."})).unwrap();
+    let spec: ConfigRepoSpec =
+        serde_json::from_value(json!({"url": "https://git.example/x", "path": "."})).unwrap();
     let mut r = ConfigRepo::new("shop", spec);
     r.status = Some(Default::default());
     r
 }
 
-const STATUS_PATH: &str = "/apis/fledge.dev/v1alpha1/configrepos/shop/status?&force=true&fieldManager=fledge";
+const STATUS_PATH: &str =
+    "/apis/fledge.dev/v1alpha1/configrepos/shop/status?&force=true&fieldManager=fledge";
 
 #[tokio::test]
 async fn record_intent_writes_the_creates_into_the_inventory_before_anything_is_applied() {
-    let desired = vec![manifest("v1", "ConfigMap", "a", json!({"data": {"x": "1"}}))];
+    let desired = vec![manifest(
+        "v1",
+        "ConfigMap",
+        "a",
+        json!({"data": {"x": "1"}}),
+    )];
     let p = plan::plan(&desired, &BTreeMap::new(), &[], &Policy::default());
     let (scenario, client) = Scenario::new(vec![call(
         Method::PATCH,
@@ -161,38 +187,86 @@ async fn record_intent_writes_the_creates_into_the_inventory_before_anything_is_
         json!({"apiVersion": "fledge.dev/v1alpha1", "kind": "ConfigRepo", "metadata": {"name": "shop"}, "spec": {"url": "x", "path": "."}}),
     )]);
     let a = agent(client);
-    let inv = InventoryRead { entries: vec![], lost: false };
-    a.record_intent(&repo(), &desired, &p, &inv).await.expect("recorded");
+    let inv = InventoryRead {
+        entries: vec![],
+        lost: false,
+    };
+    a.record_intent(&repo(), &desired, &p, &inv)
+        .await
+        .expect("recorded");
     scenario.verify();
 }
 
 #[tokio::test]
 async fn record_intent_writes_nothing_when_nothing_is_created() {
-    let desired = vec![manifest("v1", "ConfigMap", "a", json!({"data": {"x": "1"}}))];
+    let desired = vec![manifest(
+        "v1",
+        "ConfigMap",
+        "a",
+        json!({"data": {"x": "1"}}),
+    )];
     let entry: InventoryEntry = plan::entry_of(&desired[0], "m1".into());
     let live = BTreeMap::from([(
         desired[0].key.clone(),
-        Live { hash: Some("old".into()), marker: "m1".into(), template_hash: None, prune_disabled: false, labelled: true },
+        Live {
+            hash: Some("old".into()),
+            marker: "m1".into(),
+            template_hash: None,
+            prune_disabled: false,
+            labelled: true,
+        },
     )]);
-    let p = plan::plan(&desired, &live, std::slice::from_ref(&entry), &Policy::default());
+    let p = plan::plan(
+        &desired,
+        &live,
+        std::slice::from_ref(&entry),
+        &Policy::default(),
+    );
     let (scenario, client) = Scenario::new(vec![]);
     let a = agent(client);
-    let inv = InventoryRead { entries: vec![entry], lost: false };
-    a.record_intent(&repo(), &desired, &p, &inv).await.expect("nothing to record");
+    let inv = InventoryRead {
+        entries: vec![entry],
+        lost: false,
+    };
+    a.record_intent(&repo(), &desired, &p, &inv)
+        .await
+        .expect("nothing to record");
     scenario.verify();
 }
 
 fn governed() -> (Vec<Arc<Manifest>>, plan::Plan) {
     let desired = vec![
-        manifest("apps/v1", "Deployment", "web", json!({"spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "a", "image": "web:2"}]}}}})),
-        manifest("fledge.dev/v1alpha1", "Rollout", "web", json!({"spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "service": "web"}})),
+        manifest(
+            "apps/v1",
+            "Deployment",
+            "web",
+            json!({"spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "a", "image": "web:2"}]}}}}),
+        ),
+        manifest(
+            "fledge.dev/v1alpha1",
+            "Rollout",
+            "web",
+            json!({"spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "service": "web"}}),
+        ),
     ];
-    let live_of = |h: &str, t: Option<&str>| Live { hash: Some(h.into()), marker: "m1".into(), template_hash: t.map(str::to_owned), prune_disabled: false, labelled: true };
+    let live_of = |h: &str, t: Option<&str>| Live {
+        hash: Some(h.into()),
+        marker: "m1".into(),
+        template_hash: t.map(str::to_owned),
+        prune_disabled: false,
+        labelled: true,
+    };
     let live = BTreeMap::from([
-        (desired[0].key.clone(), live_of(&desired[0].hash, Some("old-template"))),
+        (
+            desired[0].key.clone(),
+            live_of(&desired[0].hash, Some("old-template")),
+        ),
         (desired[1].key.clone(), live_of(&desired[1].hash, None)),
     ]);
-    let inv: Vec<InventoryEntry> = desired.iter().map(|m| plan::entry_of(m, "m1".into())).collect();
+    let inv: Vec<InventoryEntry> = desired
+        .iter()
+        .map(|m| plan::entry_of(m, "m1".into()))
+        .collect();
     let p = plan::plan(&desired, &live, &inv, &Policy::default());
     (desired, p)
 }
@@ -206,7 +280,13 @@ async fn hand_off_records_the_template_on_the_rollout_with_its_own_field_manager
         "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "service": "web"}});
     let th2 = th.clone();
     let (scenario, client) = Scenario::new(vec![
-        call(Method::GET, "/apis/fledge.dev/v1alpha1/namespaces/shop/rollouts/web", |_| true, 200, rollout.clone()),
+        call(
+            Method::GET,
+            "/apis/fledge.dev/v1alpha1/namespaces/shop/rollouts/web",
+            |_| true,
+            200,
+            rollout.clone(),
+        ),
         call(
             Method::PATCH,
             "/apis/fledge.dev/v1alpha1/namespaces/shop/rollouts/web/status?&force=true&fieldManager=fledge-sync",
@@ -257,21 +337,50 @@ async fn prune_deletes_only_what_the_plan_allows() {
         name: "old".into(),
         observed: "m1".into(),
     };
-    let live = BTreeMap::from([(plan::entry_key(&gone), Live { hash: None, marker: "m1".into(), template_hash: None, prune_disabled: false, labelled: true })]);
+    let live = BTreeMap::from([(
+        plan::entry_key(&gone),
+        Live {
+            hash: None,
+            marker: "m1".into(),
+            template_hash: None,
+            prune_disabled: false,
+            labelled: true,
+        },
+    )]);
     let keep = manifest("v1", "ConfigMap", "keep", json!({}));
     let inv = vec![gone.clone(), plan::entry_of(&keep, "m2".into())];
     let p = plan::plan(std::slice::from_ref(&keep), &live, &inv, &Policy::default());
     // Discovery of v1 ConfigMap, then the delete.
     let (scenario, client) = Scenario::new(vec![
-        call(Method::GET, "/api/v1", |_| true, 200, json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": ["get", "delete", "patch"]}]})),
-        call(Method::DELETE, "/api/v1/namespaces/shop/configmaps/old?", |b| b["propagationPolicy"] == "Background", 200, json!({"kind": "Status", "status": "Success"})),
+        call(
+            Method::GET,
+            "/api/v1",
+            |_| true,
+            200,
+            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": ["get", "delete", "patch"]}]}),
+        ),
+        call(
+            Method::DELETE,
+            "/api/v1/namespaces/shop/configmaps/old?",
+            |b| b["propagationPolicy"] == "Background",
+            200,
+            json!({"kind": "Status", "status": "Success"}),
+        ),
     ]);
     let pruned = agent(client).prune(&p, false).await;
     scenario.verify();
     assert_eq!(pruned.deleted.len(), 1);
     // Prune turned off: no call at all.
-    let off = plan::plan(std::slice::from_ref(&keep), &live, &inv, &Policy { prune: false, ..Policy::default() });
+    let off = plan::plan(
+        std::slice::from_ref(&keep),
+        &live,
+        &inv,
+        &Policy {
+            prune: false,
+            ..Policy::default()
+        },
+    );
     let (scenario, client) = Scenario::new(vec![]);
     let pruned = agent(client).prune(&off, false).await;
     scenario.verify();

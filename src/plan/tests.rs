@@ -418,7 +418,11 @@ fn write_ahead_records_creates_before_they_happen() {
     let p = plan(&d, &l, &i, &Policy::default());
     let ahead = write_ahead(&d, &p, &i).expect("a create is recorded ahead");
     assert_eq!(ahead.len(), 2);
-    assert!(ahead.iter().any(|e| e.name == "new" && e.observed.is_empty()));
+    assert!(
+        ahead
+            .iter()
+            .any(|e| e.name == "new" && e.observed.is_empty())
+    );
     // Nothing new to create: nothing to write ahead.
     let p = plan(&d[..1], &l, &i, &Policy::default());
     assert_eq!(write_ahead(&d[..1], &p, &i), None);

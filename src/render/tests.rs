@@ -314,16 +314,25 @@ proptest! {
 #[test]
 fn a_namespaced_object_without_any_namespace_goes_to_default() {
     let tree = MemTree::default()
-        .with("fledge.yaml", "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\ninclude: [cm.yaml, ns.yaml]\n")
+        .with(
+            "fledge.yaml",
+            "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\ninclude: [cm.yaml, ns.yaml]\n",
+        )
         .with("cm.yaml", cm("settings", ""))
-        .with("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+        .with(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+        );
     let d = render(&tree, ".", &opts()).expect("renders");
     let settings = find(&d, "ConfigMap", "settings");
     assert_eq!(settings.key.namespace, "default");
     assert_eq!(settings.object["metadata"]["namespace"], "default");
     assert_eq!(find(&d, "Namespace", "shop").key.namespace, "");
     let with_bundle_ns = MemTree::default()
-        .with("fledge.yaml", "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: shop\ninclude: [cm.yaml]\n")
+        .with(
+            "fledge.yaml",
+            "apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: shop\ninclude: [cm.yaml]\n",
+        )
         .with("cm.yaml", cm("settings", ""));
     let d = render(&with_bundle_ns, ".", &opts()).expect("renders");
     assert_eq!(find(&d, "ConfigMap", "settings").key.namespace, "shop");

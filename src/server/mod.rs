@@ -194,7 +194,9 @@ impl Metrics {
                 rollout: rollout.into(),
                 phase: p.into(),
             };
-            self.rollout_phase.get_or_create(&label).set(i64::from(p == phase));
+            self.rollout_phase
+                .get_or_create(&label)
+                .set(i64::from(p == phase));
         }
     }
 

@@ -13,9 +13,9 @@ pub mod split;
 use super::{Env, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::Client;
 pub use split::{Split, Target, measure};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -143,7 +143,12 @@ pub async fn running_pods(client: &Client, ns: &str, selector: &str) -> Vec<(Str
 
 /// Waits until exactly `n` pods match `selector` and each answers `GET /` on its IP as itself
 /// (`x-fledge-pod`); returns them as (name, IP).
-pub async fn wait_serving(client: &Client, ns: &str, selector: &str, n: usize) -> Vec<(String, String)> {
+pub async fn wait_serving(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    n: usize,
+) -> Vec<(String, String)> {
     eventually(
         &format!("{n} pods {selector} in {ns} served by the pod runner"),
         Duration::from_secs(60),
@@ -171,7 +176,11 @@ pub fn demo_app_pid(env: &Env, ip: &str) -> Option<u32> {
     let exe = env.state_dir().join("bin/demo-app");
     let listen = format!("{ip}:{PORT}");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -179,7 +188,9 @@ pub fn demo_app_pid(env: &Env, ip: &str) -> Option<u32> {
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         if args.first() == Some(&exe.as_os_str().as_encoded_bytes())
-            && args.windows(2).any(|w| w[0] == b"--listen" && w[1] == listen.as_bytes())
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"--listen" && w[1] == listen.as_bytes())
         {
             return Some(pid);
         }

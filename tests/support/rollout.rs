@@ -25,7 +25,18 @@ pub fn rollout(name: &str, steps: &str) -> String {
 
 /// `VERSION` of a Deployment's first container.
 pub fn version(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.spec.as_ref()?.containers.first()?.env.as_ref()?.first()?.value.clone()
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .as_ref()?
+        .first()?
+        .value
+        .clone()
 }
 
 /// The `fledge.dev/track` label of the Deployment, in its selector and in its pod template.

@@ -194,7 +194,6 @@ pub fn bundle(ns: &str, include: &str) -> String {
     format!("apiVersion: fledge.dev/v1alpha1\nkind: Bundle\nnamespace: {ns}\ninclude: {include}\n")
 }
 
-
 /// The Events fledge published about ConfigRepo `repo` with `reason`: `(related object name,
 /// note)`, newest last.
 pub async fn events_about(client: &Client, repo: &str, reason: &str) -> Vec<(String, String)> {
@@ -210,7 +209,11 @@ pub async fn events_about(client: &Client, repo: &str, reason: &str) -> Vec<(Str
         .filter(|e| e.reason.as_deref() == Some(reason))
         .map(|e| {
             let related = e.related.and_then(|r| r.name).unwrap_or_default();
-            (e.event_time.map(|t| t.0), related, e.note.unwrap_or_default())
+            (
+                e.event_time.map(|t| t.0),
+                related,
+                e.note.unwrap_or_default(),
+            )
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -5,12 +5,12 @@
 //! same `RunAnalysis` again from the status and re-queries the same window.
 
 use super::Key;
-use crate::analysis::query::{Params, Window};
 use crate::analysis::analyze;
+use crate::analysis::query::{Params, Window};
+use crate::controller::queue::Queue;
 use crate::crd::{AnalysisTemplate, Rollout};
 use crate::duration;
 use crate::rollout::{AnalysisObs, AnalysisRequest, AnalysisResult, BackendHealth, Track};
-use crate::controller::queue::Queue;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
@@ -91,7 +91,12 @@ impl Samplers {
             service: ro.spec.service.clone(),
             req: req.clone(),
         };
-        let (res, iv, queue, k) = (result.clone(), interval.clone(), self.queue.clone(), key.clone());
+        let (res, iv, queue, k) = (
+            result.clone(),
+            interval.clone(),
+            self.queue.clone(),
+            key.clone(),
+        );
         let task = tokio::spawn(async move {
             let out = job.evaluate(&iv).await;
             tracing::info!(rollout = %format!("{}/{}", k.0, k.1), run = %job.req.run_id, result = ?result_name(&out), "analysis finished");

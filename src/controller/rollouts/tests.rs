@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::controller::tests::{Scenario, call};
-use http::Method;
 use crate::rollout::Track;
+use http::Method;
 use serde_json::json;
 
 fn rollout() -> Rollout {
@@ -34,17 +34,48 @@ fn stable() -> Deployment {
 fn a_canary_carries_the_track_in_selector_and_pods_and_is_owned_by_the_rollout() {
     let template = json!({"metadata": {"labels": {"app": "web"}},
                           "spec": {"containers": [{"name": "app", "image": "x:2"}]}});
-    let body = workload_body(&rollout(), &stable(), Track::Canary, &template, "h2", 2, 600);
+    let body = workload_body(
+        &rollout(),
+        &stable(),
+        Track::Canary,
+        &template,
+        "h2",
+        2,
+        600,
+    );
     assert_eq!(body["metadata"]["name"], "web-canary");
-    assert_eq!(body["spec"]["selector"]["matchLabels"], json!({"app": "web", "fledge.dev/track": "canary"}));
-    assert_eq!(body["spec"]["template"]["metadata"]["labels"], json!({"app": "web", "fledge.dev/track": "canary"}));
-    assert_eq!(body["spec"]["template"]["spec"]["containers"][0]["image"], "x:2");
+    assert_eq!(
+        body["spec"]["selector"]["matchLabels"],
+        json!({"app": "web", "fledge.dev/track": "canary"})
+    );
+    assert_eq!(
+        body["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "web", "fledge.dev/track": "canary"})
+    );
+    assert_eq!(
+        body["spec"]["template"]["spec"]["containers"][0]["image"],
+        "x:2"
+    );
     assert_eq!(body["spec"]["replicas"], 2);
     assert_eq!(body["spec"]["progressDeadlineSeconds"], 600);
-    assert_eq!(body["metadata"]["annotations"]["fledge.dev/template-hash"], "h2");
-    assert_eq!(body["metadata"]["labels"], json!({"app": "web", "fledge.dev/track": "canary"}), "not labelled as sync's object");
+    assert_eq!(
+        body["metadata"]["annotations"]["fledge.dev/template-hash"],
+        "h2"
+    );
+    assert_eq!(
+        body["metadata"]["labels"],
+        json!({"app": "web", "fledge.dev/track": "canary"}),
+        "not labelled as sync's object"
+    );
     let owner = &body["metadata"]["ownerReferences"][0];
-    assert_eq!((owner["kind"].as_str(), owner["name"].as_str(), owner["uid"].as_str()), (Some("Rollout"), Some("web"), Some("u-1")));
+    assert_eq!(
+        (
+            owner["kind"].as_str(),
+            owner["name"].as_str(),
+            owner["uid"].as_str()
+        ),
+        (Some("Rollout"), Some("web"), Some("u-1"))
+    );
 }
 
 #[test]
@@ -78,30 +109,70 @@ async fn the_executors_make_these_calls_and_absent_workloads_are_not_errors() {
     let template = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "x:2"}]}});
     let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
     let (scenario, client) = Scenario::new(vec![
-        call(Method::PATCH, &apply_path("web-baseline"), |b| {
-            b["spec"]["selector"]["matchLabels"]["fledge.dev/track"] == "baseline" && b["spec"]["replicas"] == 1
-        }, 200, stable_json()),
-        call(Method::PATCH, &format!("{DEPLOYMENTS}/web-canary?&fieldManager=fledge-rollout"), |b| {
-            *b == json!({"spec": {"replicas": 2}})
-        }, 404, not_found.clone()),
-        call(Method::DELETE, &format!("{DEPLOYMENTS}/web-canary?"), |b| {
-            b["propagationPolicy"] == "Background"
-        }, 404, not_found),
-        call(Method::PATCH, &apply_path("web"), |b| {
-            // Only the template, the hash and the track label: replicas and selector stay sync's.
-            b["spec"].as_object().map(|o| o.len()) == Some(1)
-                && b["spec"]["template"]["spec"]["containers"][0]["image"] == "x:2"
-                && b["metadata"]["annotations"]["fledge.dev/template-hash"] == "h2"
-                && b["metadata"]["labels"]["fledge.dev/track"] == "stable"
-        }, 200, stable_json()),
+        call(
+            Method::PATCH,
+            &apply_path("web-baseline"),
+            |b| {
+                b["spec"]["selector"]["matchLabels"]["fledge.dev/track"] == "baseline"
+                    && b["spec"]["replicas"] == 1
+            },
+            200,
+            stable_json(),
+        ),
+        call(
+            Method::PATCH,
+            &format!("{DEPLOYMENTS}/web-canary?&fieldManager=fledge-rollout"),
+            |b| *b == json!({"spec": {"replicas": 2}}),
+            404,
+            not_found.clone(),
+        ),
+        call(
+            Method::DELETE,
+            &format!("{DEPLOYMENTS}/web-canary?"),
+            |b| b["propagationPolicy"] == "Background",
+            404,
+            not_found,
+        ),
+        call(
+            Method::PATCH,
+            &apply_path("web"),
+            |b| {
+                // Only the template, the hash and the track label: replicas and selector stay sync's.
+                b["spec"].as_object().map(|o| o.len()) == Some(1)
+                    && b["spec"]["template"]["spec"]["containers"][0]["image"] == "x:2"
+                    && b["metadata"]["annotations"]["fledge.dev/template-hash"] == "h2"
+                    && b["metadata"]["labels"]["fledge.dev/track"] == "stable"
+            },
+            200,
+            stable_json(),
+        ),
     ]);
     let (ro, stable) = (rollout(), stable());
-    let exec = act::Executor { client, rollout: &ro, stable: Some(&stable) };
+    let exec = act::Executor {
+        client,
+        rollout: &ro,
+        stable: Some(&stable),
+    };
     let actions = [
-        Action::EnsureWorkload { track: Track::Baseline, template: template.clone(), template_hash: "h1".into(), replicas: 1, progress_deadline_seconds: 600 },
-        Action::ScaleWorkload { track: Track::Canary, replicas: 2 },
-        Action::DeleteWorkload { track: Track::Canary },
-        Action::PromoteStable { template, template_hash: "h2".into(), revision: "abc".into() },
+        Action::EnsureWorkload {
+            track: Track::Baseline,
+            template: template.clone(),
+            template_hash: "h1".into(),
+            replicas: 1,
+            progress_deadline_seconds: 600,
+        },
+        Action::ScaleWorkload {
+            track: Track::Canary,
+            replicas: 2,
+        },
+        Action::DeleteWorkload {
+            track: Track::Canary,
+        },
+        Action::PromoteStable {
+            template,
+            template_hash: "h2".into(),
+            revision: "abc".into(),
+        },
     ];
     for a in &actions {
         exec.run(a).await.expect("carried out");
