@@ -439,58 +439,6 @@ async fn a_failing_analysis_step_rolls_back_naming_the_metric() {
     );
 }
 
-/// `fledge run` as a process, for crash tests: it aborts (as `kill -9` would end it) at the
-/// failpoint given; returns once it has, with its stderr.
-async fn run_until_failpoint(
-    env: &support::Env,
-    agent_ns: &str,
-    id: &str,
-    point: &str,
-    after: impl std::future::Future<Output = ()>,
-) -> String {
-    let cache = std::env::temp_dir().join(support::unique("rocrash-cache"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args([
-            "run",
-            "--leader-election=false",
-            "--install-crds=false",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--namespace",
-            agent_ns,
-            "--selector",
-            &format!("fledge.test/agent={id}"),
-        ])
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig())
-        .env("FLEDGE_FAILPOINTS", point)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    after.await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(
-        stderr.contains(&format!("failpoint {point} reached")),
-        "the agent did not crash at {point}: {stderr}"
-    );
-    stderr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_process_killed_after_the_canary_and_during_promotion_finishes_the_same() {
     let Setup {
@@ -512,14 +460,23 @@ async fn an_agent_process_killed_after_the_canary_and_during_promotion_finishes_
         synced(&client, &repo, &deployments).await;
         remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
     };
-    run_until_failpoint(&env, &agent_ns.name, &id, "rollout-after-canary", commit_v2).await;
+    support::sync::run_until_failpoint(
+        &env,
+        &agent_ns.name,
+        &id,
+        "rollout-after-canary",
+        commit_v2,
+    )
+    .await;
     let uid = get(&deployments, "web-canary")
         .await
         .and_then(|c| c.metadata.uid);
     assert!(uid.is_some(), "the crash came after the canary was applied");
 
     // 2. A new process resumes from the status and dies right after promoting stable.
-    run_until_failpoint(&env, &agent_ns.name, &id, "rollout-after-promote", async {}).await;
+    support::sync::run_until_failpoint(&env, &agent_ns.name, &id, "rollout-after-promote", async {
+    })
+    .await;
     let canary_now = get(&deployments, "web-canary")
         .await
         .and_then(|c| c.metadata.uid);

@@ -570,44 +570,7 @@ async fn a_crash_between_apply_and_the_inventory_write_orphans_nothing() {
     ]);
     create_repo(&client, &repo, &id, &remote.url(), ".").await;
     // The agent as a process, killed right after its first apply (before the inventory write).
-    let cache = std::env::temp_dir().join(support::unique("crash-cache"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args([
-            "run",
-            "--leader-election=false",
-            "--install-crds=false",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--namespace",
-            &agent_ns.name,
-            "--selector",
-            &format!("fledge.test/agent={id}"),
-        ])
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig())
-        .env("FLEDGE_FAILPOINTS", "after-apply")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(
-        stderr.contains("failpoint after-apply reached"),
-        "the agent did not crash where asked: {stderr}"
-    );
+    support::sync::run_until_failpoint(&env, &agent_ns.name, &id, "after-apply", async {}).await;
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     assert!(
         cms.get_opt("a").await.unwrap().is_some(),

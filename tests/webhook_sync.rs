@@ -52,21 +52,10 @@ async fn a_push_is_applied_through_the_signed_gitea_webhook() {
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, secret).unwrap();
     let port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"))
-        .args(["run", "--leader-election=false", "--install-crds=false"])
+    let child = support::sync::agent_command(&env, &agent_ns.name, &id)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--namespace",
-            &agent_ns.name,
-            "--selector",
-            &format!("fledge.test/agent={id}"),
-        ])
         .arg("--webhook-secret-file")
         .arg(&secret_file)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .spawn()

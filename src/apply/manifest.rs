@@ -97,11 +97,6 @@ impl Manifest {
         serde_json::from_str(self.body.get()).unwrap_or(Value::Null)
     }
 
-    /// The desired pod template of a Deployment.
-    pub fn template(&self) -> Option<Value> {
-        self.value().pointer("/spec/template").cloned()
-    }
-
     /// This Deployment with another pod template (the live one, held while a rollout decides):
     /// every other field as in git, the template and its hash annotation as given.
     pub fn holding_template(&self, template: Value, template_hash: Option<&str>) -> Manifest {

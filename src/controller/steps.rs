@@ -346,13 +346,14 @@ impl Agent {
                 if current.is_none() || recorded.as_deref() == Some(h.template_hash.as_str()) {
                     return Ok(false);
                 }
+                // The body parsed once for both the template and the replicas.
+                let body = m.value();
                 let handoff = RolloutHandoff {
                     template_hash: h.template_hash.clone(),
                     revision: commit.to_owned(),
                     provenance: m.sources.clone(),
-                    template: m.template().unwrap_or_default(),
-                    replicas: m
-                        .value()
+                    template: body.pointer("/spec/template").cloned().unwrap_or_default(),
+                    replicas: body
                         .pointer("/spec/replicas")
                         .and_then(|v| v.as_i64())
                         .map(|r| r as i32),

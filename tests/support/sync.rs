@@ -219,3 +219,59 @@ pub async fn events_about(client: &Client, repo: &str, reason: &str) -> Vec<(Str
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out.into_iter().map(|(_, r, n)| (r, n)).collect()
 }
+
+/// `fledge run` as a process for this test's agent namespace and selector (no leader election,
+/// CRDs already installed, its own mirror cache); the caller adds flags and spawns it.
+pub fn agent_command(env: &Env, agent_ns: &str, id: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fledge"));
+    c.args(["run", "--leader-election=false", "--install-crds=false"])
+        .args([
+            "--namespace",
+            agent_ns,
+            "--selector",
+            &format!("fledge.test/agent={id}"),
+        ])
+        .arg("--cache-dir")
+        .arg(std::env::temp_dir().join(unique("agent-cache")))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig());
+    c
+}
+
+/// `fledge run` as a process, for crash tests: it aborts (as `kill -9` would end it) at the
+/// failpoint given, while `after` runs; returns once it has, with its stderr. Fails the test
+/// when the agent did not reach the failpoint within 90 s.
+pub async fn run_until_failpoint(
+    env: &Env,
+    agent_ns: &str,
+    id: &str,
+    point: &str,
+    after: impl std::future::Future<Output = ()>,
+) -> String {
+    let mut child = agent_command(env, agent_ns, id)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("FLEDGE_FAILPOINTS", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning fledge run");
+    after.await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while child.try_wait().expect("waiting for fledge run").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut stderr).expect("reading its stderr");
+    }
+    assert!(
+        stderr.contains(&format!("failpoint {point} reached")),
+        "the agent did not crash at {point}: {stderr}"
+    );
+    stderr
+}
