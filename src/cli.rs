@@ -248,9 +248,14 @@ pub struct RunArgs {
     /// Namespace of the agent (Lease, inventory ConfigMaps, default Secret namespace).
     #[arg(long, default_value = "fledge-system", env = "FLEDGE_NAMESPACE")]
     pub namespace: String,
-    /// Address of /healthz, /readyz and /metrics.
+    /// Address of the dashboard (/), /healthz, /readyz, /metrics and the webhooks.
     #[arg(long, default_value = "127.0.0.1:8080", env = "FLEDGE_LISTEN")]
     pub listen: String,
+    /// Serve the read-only dashboard at / (ConfigRepos and Rollouts, live). It shows object
+    /// names, commits and error messages (never credentials or Secret values) to whoever can
+    /// reach --listen.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "FLEDGE_DASHBOARD")]
+    pub dashboard: bool,
     /// Directory for repository mirrors.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

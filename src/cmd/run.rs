@@ -148,7 +148,10 @@ pub async fn run_cmd(
         anyhow::bail!("--webhook-secret-file is empty: the webhook endpoints need a secret");
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(256);
-    let app = server::router(probes).merge(server::webhooks::router(secret, events_tx));
+    let mut app = server::router(probes).merge(server::webhooks::router(secret, events_tx));
+    if args.dashboard {
+        app = app.merge(server::dashboard::router(client.clone()));
+    }
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let lease = opts.lease.clone();
     let agent = controller::Agent::new(client.clone(), opts, metrics);

@@ -2,8 +2,10 @@
 //! reachable), `/metrics` (Prometheus text) — and the metrics themselves. Metric labels come
 //! from fixed sets (error categories, states), never from error strings. The signed forge
 //! webhooks live in [`webhooks`]; the agent merges them in:
-//! `router(probes).merge(webhooks::router(secret, events_tx))`.
+//! `router(probes).merge(webhooks::router(secret, events_tx))`, and the read-only web UI in
+//! [`dashboard`] the same way.
 
+pub mod dashboard;
 pub mod webhooks;
 
 use prometheus_client::encoding::EncodeLabelSet;
