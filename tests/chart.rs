@@ -70,6 +70,207 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> Option<&'a Value> {
     objects.iter().find(|o| o["kind"] == kind)
 }
 
+/// Metric names the agent exposes (`# TYPE` lines of a fresh registry), with the series names
+/// Prometheus derives from them (`_total`, `_bucket`, `_count`, `_sum`).
+fn exposed_metrics() -> std::collections::BTreeSet<String> {
+    use fledge::server::*;
+    // Families without a child are not encoded: give each one a child.
+    let m = Metrics::default();
+    let l = |s: &str| s.to_owned();
+    m.reconcile_duration
+        .get_or_create(&ResultLabel {
+            result: l("success"),
+        })
+        .observe(1.0);
+    m.objects
+        .get_or_create(&RepoState {
+            repo: l("r"),
+            state: l("failed"),
+        })
+        .set(0);
+    m.drift.get_or_create(&RepoLabel { repo: l("r") }).inc();
+    m.prune_refusals
+        .get_or_create(&RepoReason {
+            repo: l("r"),
+            reason: l("empty"),
+        })
+        .inc();
+    m.fetch_errors
+        .get_or_create(&ReasonLabel { reason: l("auth") })
+        .inc();
+    m.apply_errors
+        .get_or_create(&CategoryLabel {
+            category: l("conflict"),
+        })
+        .inc();
+    m.set_rollout_phase("ns", "web", "Healthy");
+    m.count_rollout_abort("AnalysisFailed");
+    count_request("GET");
+    let text = m.encode();
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (w.next(), w.next(), w.next(), w.next())
+        {
+            names.insert(name.to_owned());
+            match kind {
+                "counter" => {
+                    names.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for s in ["_bucket", "_count", "_sum"] {
+                        names.insert(format!("{name}{s}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+/// `fledge_…` metric names used in a PromQL expression.
+fn metrics_in(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("fledge_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn promtool(args: &[&str], dir: &Path) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running promtool (Debian package prometheus; tests/env/deps installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_operations_kit_lints_and_its_alerts_fire_when_they_should() {
+    let objects = template(
+        "fledge",
+        "fledge-system",
+        &[
+            "configRepo.spec.url=https://git.example/config.git",
+            "monitoring.prometheusRule.enabled=true",
+            "monitoring.prometheusRule.labels.release=kps",
+            "monitoring.grafanaDashboard.enabled=true",
+        ],
+    )
+    .unwrap();
+    let exposed = exposed_metrics();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The PrometheusRule as rendered by the chart: promtool lints it and runs its unit tests
+    // (charts/fledge/files/alerts_test.yaml: each alert fires on its input, and only then).
+    let rule = find(&objects, "PrometheusRule").expect("a PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kps");
+    let groups = &rule["spec"]["groups"];
+    let names: Vec<&str> = groups[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    for want in [
+        "FledgeRolloutAborted",
+        "FledgeSyncFailing",
+        "FledgeDriftRising",
+        "FledgeLeaderMissing",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for r in groups[0]["rules"].as_array().unwrap() {
+        for m in metrics_in(r["expr"].as_str().unwrap()) {
+            assert!(
+                exposed.contains(&m),
+                "alert {} uses {m}, which the agent does not expose ({exposed:?})",
+                r["alert"]
+            );
+        }
+    }
+    let rules = serde_json::json!({ "groups": groups });
+    std::fs::write(dir.path().join("alerts.yaml"), rules.to_string()).unwrap();
+    std::fs::copy(
+        chart().join("files/alerts_test.yaml"),
+        dir.path().join("alerts_test.yaml"),
+    )
+    .unwrap();
+    let out = promtool(&["check", "rules", "alerts.yaml"], dir.path());
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", names.len())),
+        "{out}"
+    );
+    let out = promtool(&["test", "rules", "alerts_test.yaml"], dir.path());
+    assert!(out.contains("SUCCESS"), "{out}");
+
+    // The Grafana dashboard: well-formed, unique panel ids, every query valid PromQL (checked
+    // by promtool as recording rules) over metrics the agent exposes.
+    let cm = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the dashboard ConfigMap");
+    let dash: Value = serde_json::from_str(cm["data"]["fledge.json"].as_str().unwrap())
+        .expect("the dashboard is JSON");
+    assert_eq!(dash["uid"], "fledge-agent");
+    assert!(dash["schemaVersion"].as_u64().unwrap() >= 36);
+    let panels = dash["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut record = Vec::new();
+    for p in panels {
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate panel id {}",
+            p["id"]
+        );
+        assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()));
+        for k in ["x", "y", "w", "h"] {
+            assert!(p["gridPos"][k].is_u64(), "panel {} gridPos.{k}", p["title"]);
+        }
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        for t in targets {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m");
+            let used = metrics_in(&expr);
+            assert!(
+                !used.is_empty(),
+                "panel {} queries no fledge metric",
+                p["title"]
+            );
+            for m in used {
+                assert!(
+                    exposed.contains(&m),
+                    "panel {} uses {m}, which the agent does not expose",
+                    p["title"]
+                );
+            }
+            record.push(serde_json::json!({"record": format!("panel:{}:{}", p["id"], t["refId"].as_str().unwrap()), "expr": expr}));
+        }
+    }
+    assert!(panels.len() >= 10);
+    let recs = serde_json::json!({"groups": [{"name": "dashboard", "rules": record}]});
+    std::fs::write(dir.path().join("dashboard.yaml"), recs.to_string()).unwrap();
+    promtool(&["check", "rules", "dashboard.yaml"], dir.path());
+}
+
 #[test]
 fn the_chart_lints_clean() {
     let out = helm()
