@@ -3,8 +3,10 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/fledge/target
 export CARGO_TERM_COLOR ?= never
+# Where `make install` puts fledge and its kubectl plugin name.
+PREFIX ?= $(HOME)/.local
 
-.PHONY: demo test env-up env-down
+.PHONY: demo test env-up env-down image install
 demo: ## Run fledge's main job on the local control plane
 	@tests/env/demo
 
@@ -15,3 +17,12 @@ env-up:
 	@tests/env/up
 env-down:
 	@tests/env/down
+
+image: ## Build the OCI image fledge:<version> with buildah (no registry needed)
+	@tests/env/deps
+	cargo build --release --locked --bin fledge
+	@tests/env/image --binary "$(CARGO_TARGET_DIR)/release/fledge"
+
+install: ## Install fledge and the kubectl plugin link kubectl-fledge into $(PREFIX)/bin
+	cargo build --release --locked --bin fledge
+	@tests/env/install --binary "$(CARGO_TARGET_DIR)/release/fledge" --prefix "$(PREFIX)"

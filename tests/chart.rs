@@ -272,6 +272,28 @@ fn the_operations_kit_lints_and_its_alerts_fire_when_they_should() {
 }
 
 #[test]
+fn the_charts_default_image_is_the_one_make_image_tags() {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/env/image"))
+        .arg("--print-tag")
+        .output()
+        .expect("running tests/env/image --print-tag");
+    assert!(out.status.success());
+    let tagged = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(tagged, format!("fledge:{}", env!("CARGO_PKG_VERSION")));
+    let objects = template(
+        "fledge",
+        "fledge-system",
+        &["configRepo.spec.url=https://git.example/config.git"],
+    )
+    .unwrap();
+    let deploy = find(&objects, "Deployment").expect("the agent Deployment");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"], tagged,
+        "the chart's default image"
+    );
+}
+
+#[test]
 fn the_chart_lints_clean() {
     let out = helm()
         .args(["lint", "--strict"])
