@@ -267,12 +267,14 @@ impl Snapshots {
     }
 }
 
-/// The routes: `/` (the page), `/api/state` (JSON), `/api/events` (server-sent events, one
+/// The routes: `/` and `/rollouts/<ns>/<name>` (the page; the latter marks that Rollout), `/api/state` (JSON), `/api/events` (server-sent events, one
 /// `state` event whenever the state changed, checked every [`REFRESH`]).
 pub fn router(client: Client) -> axum::Router {
     let snaps = Snapshots::new(client);
     axum::Router::new()
         .route("/", axum::routing::get(page))
+        // Commit statuses link here (`--dashboard-url`): the same page, that Rollout's row marked.
+        .route("/rollouts/{namespace}/{name}", axum::routing::get(page))
         .route("/api/state", axum::routing::get(state))
         .route("/api/events", axum::routing::get(events))
         .with_state(snaps)
