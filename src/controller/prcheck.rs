@@ -390,3 +390,102 @@ fn planned(cluster: &str, ev: &PullRequestEvent, r: &Report) -> Outcome {
         description,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git is installed");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn commit(dir: &Path, file: &str, text: &str) -> String {
+        std::fs::write(dir.join(file), text).unwrap();
+        git(dir, &["add", "-A"]);
+        git(dir, &["commit", "-q", "-m", file]);
+        git(dir, &["rev-parse", "HEAD"])
+    }
+
+    fn head(
+        remote: &Path,
+        cache: &Path,
+        number: u64,
+        sha: &str,
+        branch: &str,
+    ) -> Result<Head, String> {
+        let opts = RenderOptions::default();
+        let auth = source::RemoteOptions::new(source::Auth::None);
+        fetch_and_render(
+            cache,
+            &remote.display().to_string(),
+            &auth,
+            number,
+            sha,
+            branch,
+            ".",
+            &opts,
+        )
+    }
+
+    /// A real repository whose `refs/pull/1/head` moves from `a` to its child `b`: `b` renders,
+    /// `a` is stale (never posted over `b`), a commit only on a head branch is found through the
+    /// branch, and a commit nowhere is an error naming both places looked at.
+    #[test]
+    fn the_head_is_fetched_by_pull_ref_and_an_older_head_is_stale() {
+        let work = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let w = work.path();
+        git(w, &["init", "-q", "-b", "main"]);
+        let cm = |v: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\n  namespace: d\ndata:\n  v: \"{v}\"\n"
+            )
+        };
+        commit(w, "cm.yaml", &cm("1"));
+        git(w, &["checkout", "-q", "-b", "change"]);
+        let a = commit(w, "cm.yaml", &cm("2"));
+        let b = commit(w, "cm.yaml", &cm("3"));
+        git(w, &["update-ref", "refs/pull/1/head", &b]);
+
+        match head(w, cache.path(), 1, &b, "change").unwrap() {
+            Head::Rendered(Ok(objects)) => {
+                assert_eq!(objects.len(), 1);
+                assert!(objects[0].value().to_string().contains("\"3\""));
+            }
+            _ => panic!("the newest head renders"),
+        }
+        assert!(matches!(
+            head(w, cache.path(), 1, &a, "change").unwrap(),
+            Head::Stale
+        ));
+
+        // No pull ref at all (PR 2): the head branch has the commit.
+        let c = commit(w, "cm.yaml", "data: [unclosed\n");
+        match head(w, cache.path(), 2, &c, "change").unwrap() {
+            Head::Rendered(Err(errors)) => {
+                assert!(errors.to_string().starts_with("cm.yaml:"), "{errors}")
+            }
+            _ => panic!("a broken head is a render error"),
+        }
+        let nowhere = "0123456789012345678901234567890123456789";
+        let err = head(w, cache.path(), 3, nowhere, "gone")
+            .err()
+            .expect("not found");
+        assert!(
+            err.contains("refs/pull/3/head") && err.contains("\"gone\""),
+            "{err}"
+        );
+    }
+}
