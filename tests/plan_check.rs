@@ -200,9 +200,14 @@ async fn a_pull_request_gets_one_plan_comment_edited_on_each_push_and_a_status()
         "settings v2, new db credentials, web v2",
     );
     gr.push("change");
+    let opened = std::time::Instant::now();
     let pr = gitea.create_pull(&gr, "change", "main", "web v2").await;
 
     let (state, description) = plan_status(&gitea, &gr, &head1).await;
+    eprintln!(
+        "pull request opened to plan status read back: {} ms",
+        opened.elapsed().as_millis()
+    );
     assert_eq!(
         (state.as_str(), description.as_str()),
         ("success", "3 objects change · 1 as canary")
@@ -249,13 +254,18 @@ async fn a_pull_request_gets_one_plan_comment_edited_on_each_push_and_a_status()
     // A second push to the pull request: the same comment is edited, the status is on the new
     // head.
     let head2 = gr.commit(&[("cm.yaml", &cm_file("settings", "v3"))], "settings v3");
+    let pushed = std::time::Instant::now();
     gr.push("change");
     let (state, description) = plan_status(&gitea, &gr, &head2).await;
+    let comments = plan_comments(&gitea, &gr, pr, &head2).await;
+    eprintln!(
+        "second push to the edited plan comment read back: {} ms",
+        pushed.elapsed().as_millis()
+    );
     assert_eq!(
         (state.as_str(), description.as_str()),
         ("success", "3 objects change · 1 as canary")
     );
-    let comments = plan_comments(&gitea, &gr, pr, &head2).await;
     assert_eq!(comments.len(), 1, "still one plan comment: {comments:?}");
     let (id2, body2) = &comments[0];
     assert_eq!(*id2, first_id, "the comment is edited, not replaced");

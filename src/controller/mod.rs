@@ -1,6 +1,7 @@
 //! `controller`: the agent. Holds the leader Lease, keeps a queue of ConfigRepos, reconciles
 //! each on its interval, when its spec changes, and when one of its managed objects is changed
-//! by someone else (the live view's watches), and stands down when it loses the Lease.
+//! by someone else (the live view's watches), and stands down when it loses the Lease. Signed
+//! webhooks fetch a pushed ConfigRepo at once and plan pull requests ([`prcheck`]).
 
 mod events;
 mod fetch;
