@@ -494,7 +494,7 @@ impl Writer<'_> {
                         // What the canary will run: the template git has against the live one.
                         let template = |v: Option<&Value>| {
                             v.and_then(|v| v.pointer("/spec/template"))
-                                .map(|t| yaml(t))
+                                .map(yaml)
                                 .unwrap_or_default()
                         };
                         text.push_str("  canary pod template (stable → git):\n");
