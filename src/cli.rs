@@ -295,6 +295,10 @@ pub struct RunArgs {
     /// ConfigRepos reconciled at once (one slow repository never stalls the others).
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    /// Name of this cluster in what fledge posts on the forge (the plan check's status context
+    /// `fledge/plan/<cluster>` and its comment), so several clusters can report on one repository.
+    #[arg(long, default_value = "local", env = "FLEDGE_CLUSTER")]
+    pub cluster: String,
     /// Install or update fledge's CRDs at start.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub install_crds: bool,

@@ -127,6 +127,7 @@ pub async fn run_cmd(
             .map_err(|e| anyhow::anyhow!("--selector: {e}"))?,
         secret_namespaces: args.secret_namespaces.clone(),
         workers: args.workers,
+        cluster: args.cluster.clone(),
     };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));

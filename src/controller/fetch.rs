@@ -82,7 +82,10 @@ impl Agent {
     /// Secret, and the git timeout. The Secret must live in the agent's namespace (or one
     /// allowed by `--secret-namespaces`): a ConfigRepo is cluster-scoped, and whoever may create
     /// one must not read every Secret of the cluster through the agent.
-    async fn remote_options(&self, spec: &ConfigRepoSpec) -> Result<RemoteOptions, SyncError> {
+    pub(super) async fn remote_options(
+        &self,
+        spec: &ConfigRepoSpec,
+    ) -> Result<RemoteOptions, SyncError> {
         let Some(r) = &spec.secret_ref else {
             return Ok(RemoteOptions::new(Auth::None).with_timeout(source::DEFAULT_TIMEOUT));
         };
@@ -141,7 +144,7 @@ impl Agent {
     /// The cluster's kind scopes (cached for a while). A discovery error is an error: rendering
     /// with the built-in table instead would fail on in-cluster CRDs and stick until the next
     /// commit.
-    async fn scopes(&self) -> Result<Scopes, SyncError> {
+    pub(super) async fn scopes(&self) -> Result<Scopes, SyncError> {
         let mut cached = self.scopes.lock().await;
         if let Some((at, s)) = &*cached
             && at.elapsed() < SCOPES_TTL

@@ -1,11 +1,13 @@
 //! `controller`: the agent. Holds the leader Lease, keeps a queue of ConfigRepos, reconciles
 //! each on its interval, when its spec changes, and when one of its managed objects is changed
-//! by someone else (the live view's watches), and stands down when it loses the Lease.
+//! by someone else (the live view's watches), and stands down when it loses the Lease. Signed
+//! webhooks fetch a pushed ConfigRepo at once and plan pull requests ([`prcheck`]).
 
 mod events;
 mod fetch;
 pub mod inventory;
 mod leader;
+pub mod prcheck;
 pub mod queue;
 mod reconcile;
 mod report;
@@ -57,6 +59,8 @@ pub struct AgentOptions {
     pub secret_namespaces: Vec<String>,
     /// ConfigRepos reconciled at once (each key by one worker at a time).
     pub workers: usize,
+    /// Name of this cluster on the forge (`fledge/plan/<cluster>`).
+    pub cluster: String,
 }
 
 /// The agent: shared by its tasks.
@@ -75,6 +79,8 @@ pub struct Agent {
     generations: Mutex<HashMap<String, Option<i64>>>,
     /// Repos whose next reconcile must fetch (spec changed, webhook).
     force_fetch: Mutex<BTreeSet<String>>,
+    /// Pull requests whose plan check runs (the newest head of each).
+    pr_checks: prcheck::Checks,
 }
 
 impl Agent {
@@ -100,6 +106,7 @@ impl Agent {
             queue,
             generations: Mutex::default(),
             force_fetch: Mutex::default(),
+            pr_checks: prcheck::Checks::default(),
         })
     }
 
@@ -110,18 +117,14 @@ impl Agent {
     }
 }
 
-/// Acts on verified webhook deliveries: a push to a ConfigRepo's branch fetches it at once.
-/// Pull-request events are logged (the plan check on pull requests is not wired yet).
+/// Acts on verified webhook deliveries: a push to a ConfigRepo's branch fetches it at once; a
+/// pull request into a ConfigRepo's branch gets its plan check ([`prcheck`]), in the background.
 pub async fn on_webhooks(
     agent: Arc<Agent>,
     mut rx: tokio::sync::mpsc::Receiver<crate::server::webhooks::WebhookEvent>,
 ) {
     use crate::server::webhooks::WebhookEvent;
     while let Some(ev) = rx.recv().await {
-        let WebhookEvent::Push(push) = &ev else {
-            tracing::debug!(event = ?ev, "webhook event not acted on");
-            continue;
-        };
         let repos = match Api::<ConfigRepo>::all(agent.client.clone())
             .list(&Default::default())
             .await
@@ -133,13 +136,37 @@ pub async fn on_webhooks(
             }
         };
         for r in repos {
-            let same_branch = push.branch() == Some(r.spec.branch.as_str());
-            if same_branch && ev.is_for_repo(&r.spec.url) {
-                let name = r.metadata.name.clone().unwrap_or_default();
-                tracing::info!(repo = %name, delivery = %push.delivery, "push webhook: fetching now");
-                agent.trigger(&name).await;
+            let name = r.metadata.name.clone().unwrap_or_default();
+            if !ev.is_for_repo(&r.spec.url) {
+                continue;
+            }
+            match &ev {
+                WebhookEvent::Push(push) if push.branch() == Some(r.spec.branch.as_str()) => {
+                    tracing::info!(repo = %name, delivery = %push.delivery, "push webhook: fetching now");
+                    agent.trigger(&name).await;
+                }
+                WebhookEvent::Push(_) => {}
+                // A pull request into another branch does not change what this ConfigRepo
+                // applies; one served by another agent (--selector) is that agent's to check.
+                WebhookEvent::PullRequest(pr)
+                    if pr.base_ref == r.spec.branch && agent.serves(&r) && !r.spec.suspend =>
+                {
+                    tracing::info!(repo = %name, pr = pr.number, head = %pr.head_sha, delivery = %pr.delivery, "pull request webhook: plan check");
+                    prcheck::enqueue(&agent, &name, pr.clone());
+                }
+                WebhookEvent::PullRequest(_) => {}
             }
         }
+    }
+}
+
+impl Agent {
+    /// Whether this agent serves `repo` (its `--selector`, if any, matches the labels).
+    fn serves(&self, repo: &ConfigRepo) -> bool {
+        self.opts
+            .selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&repo.metadata.labels.clone().unwrap_or_default()))
     }
 }
 

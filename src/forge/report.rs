@@ -121,6 +121,8 @@ pub struct PlanComment {
     pub plan: String,
     /// A render error (with `file:line`), when the head does not render.
     pub render_error: Option<String>,
+    /// Objects the API server would refuse (a dry run); the plan text says which and why.
+    pub refused: usize,
 }
 
 /// The plan comment body: the marker on the first line, a summary, then the plan in a code
@@ -135,12 +137,11 @@ pub fn render_plan_comment(p: &PlanComment) -> String {
     );
     if let Some(err) = &p.render_error {
         out.push_str("**The bundle does not render**; nothing would be applied:\n\n");
-        out.push_str(&fenced("text", &escape_controls(err)));
-        out.push('\n');
-        return fit(out, "");
+        // Many broken files make a long list: cut like a long plan.
+        return fit(out, &fenced("text", &escape_controls(err)));
     }
     let changes = p.create + p.update + p.delete;
-    if changes == 0 {
+    if changes == 0 && p.refused == 0 {
         out.push_str("No changes: the cluster already matches this commit.\n");
         return out;
     }
@@ -149,6 +150,13 @@ pub fn render_plan_comment(p: &PlanComment) -> String {
         "**{} to create, {} to update, {} to delete** ({} unchanged)\n",
         p.create, p.update, p.delete, p.unchanged
     );
+    if p.refused > 0 {
+        let _ = writeln!(
+            out,
+            "**{} object(s) would be refused by the API server** (dry run): see `!` below.\n",
+            p.refused
+        );
+    }
     if !p.canaries.is_empty() {
         out.push_str("Goes out progressively (canary beside a baseline, gated by analysis):\n");
         for c in &p.canaries {

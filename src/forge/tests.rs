@@ -154,6 +154,7 @@ fn plan_comment_starts_with_its_marker_and_fits() {
         canaries: vec!["shop/web".into()],
         plan: "~ Deployment shop/web\n-  image: web:1\n+  image: web:2\n".into(),
         render_error: None,
+        refused: 0,
     };
     let body = render_plan_comment(&p);
     assert!(body.starts_with(&marker), "{body}");
@@ -193,6 +194,29 @@ fn plan_comment_starts_with_its_marker_and_fits() {
     let body = render_plan_comment(&p);
     assert!(body.contains("does not render") && body.contains("apps/web.yaml:3"));
     assert!(body.contains("\\u{1b}[0m"));
+
+    // Thousands of broken files: the error list is cut under the budget like a plan.
+    p.render_error = Some(
+        (0..20_000)
+            .map(|i| format!("apps/f{i}.yaml:1: invalid YAML"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let body = render_plan_comment(&p);
+    assert!(body.len() <= BODY_BUDGET, "{}", body.len());
+    assert!(body.contains("apps/f0.yaml:1") && body.contains("more lines not shown"));
+    assert_eq!(body.lines().filter(|l| l.starts_with("```")).count(), 2);
+
+    // Objects the API server would refuse are a change to look at, never "no changes".
+    p.render_error = None;
+    (p.create, p.update, p.delete, p.refused) = (0, 0, 0, 1);
+    p.plan = "! update ConfigMap shop/x: the API server refuses it: invalid\n".into();
+    let body = render_plan_comment(&p);
+    assert!(
+        !body.contains("No changes") && body.contains("1 object(s) would be refused"),
+        "{body}"
+    );
+    assert!(body.contains("the API server refuses it"), "{body}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! actions (create, update, repair drift, hold a governed Deployment's pod template and hand it
 //! to the rollout engine, prune — with the prune guards' decision). Pure: the live view is
 //! gathered by `apply`, and the agent and `fledge plan` both call [`plan`], so the PR check and
-//! the agent always agree.
+//! the agent always agree. [`report`] turns a plan into the text and lists both show.
 //!
 //! "Changed?" is answered without comparing YAML: the object's content hash (annotation written
 //! at apply) says whether git changed it, and a hash of the fields fledge owns (its
@@ -11,6 +11,7 @@
 //! `kubectl annotate`, `kubectl rollout restart` — are not drift.
 
 mod prune;
+pub mod report;
 #[cfg(test)]
 mod tests;
 

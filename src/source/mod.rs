@@ -268,6 +268,29 @@ impl Mirror {
         Ok(stats)
     }
 
+    /// Fetches the one remote ref `src` (e.g. a pull request's `refs/pull/7/head`) into the
+    /// local ref `dst`, forced (a pull request's head moves by force pushes too). Branches, tags
+    /// and `FETCH_HEAD` are left alone, so this may run beside [`Mirror::fetch_with`] on the
+    /// same mirror. `Ok(None)`: the remote has no such ref.
+    pub fn fetch_ref(&self, opts: &RemoteOptions, src: &str, dst: &str) -> Result<Option<Oid>> {
+        let state = Rc::new(RefCell::new(remote::CallbackState::default()));
+        let fail = |e: git2::Error| remote::error("fetching", &self.url, opts, &state.borrow(), &e);
+        let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(remote::callbacks(&self.url, opts, state.clone()));
+        fo.download_tags(git2::AutotagOption::None);
+        fo.prune(git2::FetchPrune::Off);
+        fo.update_fetchhead(false);
+        remote
+            .fetch(&[format!("+{src}:{dst}")], Some(&mut fo), None)
+            .map_err(fail)?;
+        match self.repo.find_reference(dst) {
+            Ok(r) => Ok(Some(r.peel_to_commit().map_err(fail)?.id())),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
     /// Resolves a branch, tag, commit sha or `HEAD` to a commit.
     pub fn resolve(&self, rev: &str) -> Result<Oid> {
         resolve_rev(&self.repo, rev).map_err(|e| {

@@ -136,6 +136,49 @@ impl Gitea {
         .await;
     }
 
+    /// Opens a pull request from branch `head` into `base`; returns its number.
+    pub async fn create_pull(&self, repo: &GiteaRepo, head: &str, base: &str, title: &str) -> u64 {
+        let v = self
+            .api_ok(
+                "POST",
+                &format!("/repos/{}/{}/pulls", repo.owner, repo.name),
+                Some(json!({"title": title, "head": head, "base": base})),
+            )
+            .await;
+        v["number"].as_u64().expect("the pull request's number")
+    }
+
+    /// Every commit status on `sha` (newest first, as Gitea lists them; Gitea calls the state
+    /// `status`).
+    pub async fn statuses(&self, repo: &GiteaRepo, sha: &str) -> Vec<Value> {
+        let v = self
+            .api_ok(
+                "GET",
+                &format!(
+                    "/repos/{}/{}/commits/{sha}/statuses?limit=50",
+                    repo.owner, repo.name
+                ),
+                None,
+            )
+            .await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every comment on issue or pull request `number`, oldest first.
+    pub async fn comments(&self, repo: &GiteaRepo, number: u64) -> Vec<Value> {
+        let v = self
+            .api_ok(
+                "GET",
+                &format!(
+                    "/repos/{}/{}/issues/{number}/comments?limit=50",
+                    repo.owner, repo.name
+                ),
+                None,
+            )
+            .await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
     /// A forge client for `repo`.
     pub fn forge(&self, repo: &GiteaRepo) -> fledge::forge::gitea::Gitea {
         fledge::forge::gitea::Gitea::new(
