@@ -167,8 +167,10 @@ pub enum RouteError {
     },
     #[error("the split rules store different weights: {0}")]
     Disagree(String),
-    #[error("the gateway has not accepted the route's current generation: {0}")]
+    #[error("the gateway refuses the route: {0}")]
     NotAccepted(String),
+    #[error("the gateway has not reported on the route's current generation yet: {0}")]
+    NotObserved(String),
 }
 
 /// One split rule: its index and, per track, the index of its backend entry.
@@ -325,9 +327,7 @@ pub fn accepted(route: &Value) -> Result<(), RouteError> {
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     if parents.is_empty() {
-        return Err(RouteError::NotAccepted(
-            "no gateway has reported on it yet".into(),
-        ));
+        return Err(RouteError::NotObserved("no status from any gateway".into()));
     }
     for p in parents {
         let controller = p
@@ -340,7 +340,7 @@ pub fn accepted(route: &Value) -> Result<(), RouteError> {
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|c| c["type"] == wanted));
             let Some(c) = c else {
-                return Err(RouteError::NotAccepted(format!(
+                return Err(RouteError::NotObserved(format!(
                     "{controller}: no {wanted} condition"
                 )));
             };
@@ -350,14 +350,19 @@ pub fn accepted(route: &Value) -> Result<(), RouteError> {
                 _ => true,
             };
             if c["status"] != "True" || !current {
-                return Err(RouteError::NotAccepted(format!(
+                let detail = format!(
                     "{controller}: {wanted}={} ({}: {}) at generation {} of {}",
                     c["status"].as_str().unwrap_or("?"),
                     c["reason"].as_str().unwrap_or(""),
                     c["message"].as_str().unwrap_or(""),
                     observed.map_or("?".into(), |o| o.to_string()),
                     generation.map_or("?".into(), |g| g.to_string()),
-                )));
+                );
+                return Err(if current {
+                    RouteError::NotAccepted(detail)
+                } else {
+                    RouteError::NotObserved(detail)
+                });
             }
         }
     }

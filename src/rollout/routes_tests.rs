@@ -240,15 +240,17 @@ fn an_http_route_achieves_nothing_until_the_gateway_accepts_its_generation() {
     route["metadata"]["generation"] = json!(4);
     let e = achieved(RouteKind::HttpRoute, &route, &b).unwrap_err();
     assert!(e.to_string().contains("generation 3 of 4"), "{e}");
+    assert!(matches!(e, RouteError::NotObserved(_)), "{e:?}");
     route["metadata"]["generation"] = json!(3);
     route["status"]["parents"][0]["conditions"][1]["status"] = json!("False");
     route["status"]["parents"][0]["conditions"][1]["reason"] = json!("BackendNotFound");
     let e = achieved(RouteKind::HttpRoute, &route, &b).unwrap_err();
     assert!(e.to_string().contains("ResolvedRefs=False (BackendNotFound"), "{e}");
+    assert!(matches!(e, RouteError::NotAccepted(_)), "{e:?}");
     route["status"] = json!({});
     assert!(matches!(
         achieved(RouteKind::HttpRoute, &route, &b),
-        Err(RouteError::NotAccepted(_))
+        Err(RouteError::NotObserved(_))
     ));
 }
 
