@@ -7,10 +7,10 @@ use crate::labels::{
     APPLY_POLICY_ANNOTATION, CONFIG_REPO_LABEL, CONTENT_HASH_ANNOTATION, FIELD_MANAGER,
     PRUNE_ANNOTATION, ROLLOUT_FIELD_MANAGER, TEMPLATE_HASH_ANNOTATION,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use crate::plan::{Live, Planned, RouteHold};
-use crate::rollout::routes::{Backends, RouteKind};
 use crate::render::{ObjectKey, RenderedObject};
+use crate::rollout::routes::{Backends, RouteKind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::DynamicObject;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -63,9 +63,7 @@ impl Manifest {
                     .map(str::to_owned)
             })
             .flatten();
-        let rollout_route = rollout_target
-            .as_ref()
-            .and_then(|_| route_hold(&object));
+        let rollout_route = rollout_target.as_ref().and_then(|_| route_hold(&object));
         let policy = object
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(APPLY_POLICY_ANNOTATION))
@@ -250,8 +248,8 @@ pub fn managed_marker(meta: &kube::api::ObjectMeta) -> String {
     let mut h = Sha256::new();
     let mut any = false;
     for e in meta.managed_fields.iter().flatten().filter(main) {
-        let ours = e.manager.as_deref() == Some(FIELD_MANAGER)
-            && e.operation.as_deref() == Some("Apply");
+        let ours =
+            e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply");
         if let (true, Some(fields)) = (ours, &e.fields_v1) {
             let mut fields = fields.0.clone();
             if !any {
@@ -260,7 +258,11 @@ pub fn managed_marker(meta: &kube::api::ObjectMeta) -> String {
             any = true;
             h.update(e.api_version.as_deref().unwrap_or("").as_bytes());
             h.update(b"\n");
-            h.update(serde_json::to_string(&fields).unwrap_or_default().as_bytes());
+            h.update(
+                serde_json::to_string(&fields)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
         }
     }
     if !any {
@@ -485,7 +487,11 @@ mod tests {
             serde_json::json!({"spec": {"rules": [{"filters": [{"type": "X"}], "backendRefs": [
                 {"name": "web-stable", "weight": s}, {"name": "web-canary", "weight": c}]}]}})
         };
-        let route = Manifest::of(&rendered("gateway.networking.k8s.io/v1", "HTTPRoute", rules(100, 0)));
+        let route = Manifest::of(&rendered(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            rules(100, 0),
+        ));
         let live = rules(60, 40);
         let held = route.holding_weights(&live, "web").value();
         assert_eq!(held["spec"], live["spec"]);

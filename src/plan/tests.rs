@@ -522,6 +522,11 @@ fn a_route_a_rollout_weighs_is_applied_with_its_live_weights_held() {
     assert_eq!((p.apply.len(), p.unchanged.as_slice()), (0, &[0, 1][..]));
     // The same route without a Rollout weighing it is a plain update.
     let alone = vec![Routed(route("new"), None)];
-    let p = plan(&alone, &at("old", "m1"), &inventory[..1], &Policy::default());
+    let p = plan(
+        &alone,
+        &at("old", "m1"),
+        &inventory[..1],
+        &Policy::default(),
+    );
     assert_eq!(p.apply, [(0, Action::Update { force: false })]);
 }

@@ -128,14 +128,15 @@ impl Backends {
                     .and_then(Value::as_str)
                     .unwrap_or("Service");
                 let ns = backend.get("namespace").and_then(Value::as_str);
-                if !group.is_empty() || k != "Service" || ns.is_some_and(|n| n != self.namespace)
-                {
+                if !group.is_empty() || k != "Service" || ns.is_some_and(|n| n != self.namespace) {
                     return None;
                 }
                 backend.get("name").and_then(Value::as_str)?.to_owned()
             }
             RouteKind::VirtualService => {
-                let host = backend.pointer("/destination/host").and_then(Value::as_str)?;
+                let host = backend
+                    .pointer("/destination/host")
+                    .and_then(Value::as_str)?;
                 // `web-canary`, `web-canary.shop`, `web-canary.shop.svc[.cluster.local]`.
                 let (name, rest) = host.split_once('.').unwrap_or((host, ""));
                 let local = rest.is_empty()
@@ -155,7 +156,9 @@ impl Backends {
 /// Why a route cannot be split, or has not achieved its weights.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("no rule lists both {stable} and {canary}: fledge sets weights only in rules that list the stable and the canary Service")]
+    #[error(
+        "no rule lists both {stable} and {canary}: fledge sets weights only in rules that list the stable and the canary Service"
+    )]
     NoSplitRule { stable: String, canary: String },
     #[error("rule {rule} lists {service} more than once")]
     Duplicate { rule: usize, service: String },
@@ -321,7 +324,9 @@ pub fn stored(kind: RouteKind, route: &Value, b: &Backends) -> Result<RouterObs,
 /// resolved its backends (`status.parents[].conditions` `Accepted` and `ResolvedRefs` `True`
 /// with `observedGeneration` current). A route no gateway reported on yet has achieved nothing.
 pub fn accepted(route: &Value) -> Result<(), RouteError> {
-    let generation = route.pointer("/metadata/generation").and_then(Value::as_i64);
+    let generation = route
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64);
     let parents = route
         .pointer("/status/parents")
         .and_then(Value::as_array)
@@ -389,7 +394,11 @@ pub fn hold(kind: RouteKind, desired: &mut Value, live: &Value, b: &Backends) ->
     let live_rules = rules(kind, live);
     let first = &live_splits[0];
     let held: [Option<Value>; 3] = first.refs.map(|j| {
-        j.and_then(|j| entries(kind, &live_rules[first.rule])[j].get("weight").cloned())
+        j.and_then(|j| {
+            entries(kind, &live_rules[first.rule])[j]
+                .get("weight")
+                .cloned()
+        })
     });
     let Ok(desired_splits) = splits(kind, desired, b) else {
         return false;

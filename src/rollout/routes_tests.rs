@@ -162,10 +162,12 @@ fn virtual_service_destinations_are_matched_by_host_in_the_namespace() {
         Ok(RouterObs::default())
     );
     let ops = weight_patch(RouteKind::VirtualService, &vs, &b, weights(40, 40)).unwrap();
-    assert!(ops.iter().all(|o| o["path"]
-        .as_str()
-        .unwrap()
-        .starts_with("/spec/http/0/route/")));
+    assert!(ops.iter().all(|o| {
+        o["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/spec/http/0/route/")
+    }));
     assert!(ops.iter().any(|o| o["op"] == "test"
         && o["path"] == "/spec/http/0/route/1/destination/host"
         && o["value"] == "web-canary"));
@@ -245,7 +247,11 @@ fn an_http_route_achieves_nothing_until_the_gateway_accepts_its_generation() {
     route["status"]["parents"][0]["conditions"][1]["status"] = json!("False");
     route["status"]["parents"][0]["conditions"][1]["reason"] = json!("BackendNotFound");
     let e = achieved(RouteKind::HttpRoute, &route, &b).unwrap_err();
-    assert!(e.to_string().contains("ResolvedRefs=False (BackendNotFound"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("ResolvedRefs=False (BackendNotFound"),
+        "{e}"
+    );
     assert!(matches!(e, RouteError::NotAccepted(_)), "{e:?}");
     route["status"] = json!({});
     assert!(matches!(

@@ -79,7 +79,11 @@ fn backends(ro: &Rollout) -> Backends {
 }
 
 /// Reads the route; `None` when it does not exist.
-async fn read_route(client: &Client, ro: &Rollout, r: &RouteRef) -> Result<Option<Value>, RouterError> {
+async fn read_route(
+    client: &Client,
+    ro: &Rollout,
+    r: &RouteRef,
+) -> Result<Option<Value>, RouterError> {
     let ns = ro.namespace().unwrap_or_default();
     let obj = route_api(client, &ns, r.kind)
         .get_opt(&r.name)
@@ -98,10 +102,12 @@ pub async fn observe(client: &Client, ro: &Rollout) -> Result<Option<RouterObs>,
     let rollout = format!("{}/{}", ro.namespace().unwrap_or_default(), ro.name_any());
     let result = async {
         ensure_services(client, ro).await?;
-        let route = read_route(client, ro, &r).await?.ok_or_else(|| RouterError::NoRoute {
-            kind: r.kind.kind(),
-            name: r.name.clone(),
-        })?;
+        let route = read_route(client, ro, &r)
+            .await?
+            .ok_or_else(|| RouterError::NoRoute {
+                kind: r.kind.kind(),
+                name: r.name.clone(),
+            })?;
         routes::achieved(r.kind, &route, &backends(ro)).map_err(|source| RouterError::Route {
             kind: r.kind.kind(),
             name: r.name.clone(),
@@ -262,3 +268,7 @@ pub async fn ensure_services(client: &Client, ro: &Rollout) -> Result<(), Router
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;
