@@ -164,6 +164,24 @@ async fn split_follows(target: &Target, want: [f64; 3]) -> dataplane::Split {
     split
 }
 
+/// The field managers owning the route's `spec.rules` (main resource, not status).
+async fn rules_owners(api: &Api<DynamicObject>) -> Vec<String> {
+    let r = api.get("web").await.unwrap();
+    r.metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.subresource.is_none())
+        .filter(|e| {
+            e.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.pointer("/f:spec/f:rules"))
+                .is_some()
+        })
+        .filter_map(|e| e.manager)
+        .collect()
+}
+
 async fn deployment_gone(api: &Api<Deployment>, name: &str) -> bool {
     api.get_opt(name).await.ok().flatten().is_none()
 }
@@ -328,6 +346,24 @@ async fn gateway_api_router_steps_real_traffic_and_keeps_the_route() {
     assert_eq!(weights(&route), [20, 40, 40]);
     assert_eq!(untouched(&route), user_fields);
     split_follows(&target, [0.2, 0.4, 0.4]).await;
+    // Sync does not take the router's weight write for drift: after another applied commit the
+    // rule list is still the rollout controller's alone (a repair would have re-applied it).
+    let sha = remote.commit(
+        &[("cm.yaml", cm_file("cm-unrelated", "3"))],
+        &[],
+        "unrelated 2",
+    );
+    status_where(&client, &repo, "another commit applied", 60, |s| {
+        s.applied_commit.as_deref() == Some(sha.as_str())
+    })
+    .await;
+    let owners = rules_owners(&routes).await;
+    assert_eq!(
+        owners,
+        ["fledge-rollout"],
+        "sync left the weighed route alone"
+    );
+    assert_eq!(weights(&read(&routes, "web").await), [20, 40, 40]);
 
     // Promotion: stable runs v2, all traffic back on it, canary and baseline gone.
     let (ok, out, err) = fledge(&env, &["promote", &format!("{ns}/web")]);
