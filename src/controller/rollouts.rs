@@ -10,7 +10,8 @@
 //! `rollout-after-promote` (the stable Deployment given the canary template).
 //!
 //! Submodules: `observe` reads the cluster into [`Observations`], `act` carries out the
-//! [`Action`]s, `sampler` runs the analyses.
+//! [`Action`]s, `router` is the `gatewayAPI`/`istio` traffic router (track Services, route
+//! weights, achieved weights), `sampler` runs the analyses.
 
 mod act;
 mod observe;
