@@ -5,10 +5,12 @@
 use super::health::{self, Health};
 use crate::labels::{
     APPLY_POLICY_ANNOTATION, CONFIG_REPO_LABEL, CONTENT_HASH_ANNOTATION, FIELD_MANAGER,
-    PRUNE_ANNOTATION, TEMPLATE_HASH_ANNOTATION,
+    PRUNE_ANNOTATION, ROLLOUT_FIELD_MANAGER, TEMPLATE_HASH_ANNOTATION,
 };
-use crate::plan::{Live, Planned};
+use crate::plan::{Live, Planned, RouteHold};
 use crate::render::{ObjectKey, RenderedObject};
+use crate::rollout::routes::{Backends, RouteKind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::DynamicObject;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -27,6 +29,8 @@ pub struct Manifest {
     pub template_hash: Option<String>,
     /// For a fledge Rollout: the Deployment it governs.
     pub rollout_target: Option<String>,
+    /// For a fledge Rollout with a mesh router: the route it sets weights on.
+    pub rollout_route: Option<RouteHold>,
     /// Applied once, then left alone until git changes it (Jobs, `fledge.dev/apply-policy: run-once`).
     pub run_once: bool,
     /// Repository files the object was rendered from.
@@ -59,6 +63,7 @@ impl Manifest {
                     .map(str::to_owned)
             })
             .flatten();
+        let rollout_route = rollout_target.as_ref().and_then(|_| route_hold(&object));
         let policy = object
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(APPLY_POLICY_ANNOTATION))
@@ -76,6 +81,7 @@ impl Manifest {
             hash,
             template_hash,
             rollout_target,
+            rollout_route,
             run_once,
             sources,
             body,
@@ -117,11 +123,53 @@ impl Manifest {
             hash: self.hash.clone(),
             template_hash: template_hash.map(str::to_owned),
             rollout_target: None,
+            rollout_route: None,
             run_once: false,
             sources: self.sources.clone(),
             body: serde_json::value::to_raw_value(&v).expect("a JSON value serializes"),
         }
     }
+
+    /// This route (HTTPRoute or VirtualService) as in git, but with the weights `live` stores
+    /// for the track Services of `service` in its split rules ([`crate::rollout::routes::hold`]).
+    /// Not a route: unchanged.
+    pub fn holding_weights(&self, live: &Value, service: &str) -> Manifest {
+        let mut v = self.value();
+        let backends = Backends::of(service, &self.key.namespace);
+        if let Some(kind) = RouteKind::of(&self.key.group, &self.key.kind) {
+            crate::rollout::routes::hold(kind, &mut v, live, &backends);
+        }
+        Manifest {
+            key: self.key.clone(),
+            api_version: self.api_version.clone(),
+            hash: self.hash.clone(),
+            template_hash: None,
+            rollout_target: None,
+            rollout_route: None,
+            run_once: false,
+            sources: self.sources.clone(),
+            body: serde_json::value::to_raw_value(&v).expect("a JSON value serializes"),
+        }
+    }
+}
+
+/// The route a rendered Rollout sets weights on (`spec.traffic.gatewayAPI.httpRoute` or
+/// `spec.traffic.istio.virtualService`), with its `spec.service`.
+fn route_hold(rollout: &Value) -> Option<RouteHold> {
+    let service = rollout.pointer("/spec/service")?.as_str()?.to_owned();
+    let (kind, name) = if let Some(n) = rollout.pointer("/spec/traffic/gatewayAPI/httpRoute") {
+        (RouteKind::HttpRoute, n)
+    } else {
+        (
+            RouteKind::VirtualService,
+            rollout.pointer("/spec/traffic/istio/virtualService")?,
+        )
+    };
+    Some(RouteHold {
+        kind,
+        name: name.as_str()?.to_owned(),
+        service,
+    })
 }
 
 impl Planned for Manifest {
@@ -142,6 +190,9 @@ impl Planned for Manifest {
     }
     fn run_once(&self) -> bool {
         self.run_once
+    }
+    fn rollout_route(&self) -> Option<&RouteHold> {
+        self.rollout_route.as_ref()
     }
 }
 
@@ -178,19 +229,37 @@ impl Seen {
 /// `managedFields` entry). Someone changing one of those fields takes it over, so the hash
 /// moves; fields fledge does not own (an HPA's `replicas` when git has none, an added
 /// annotation, a restart stamp) leave it as it was. Empty when fledge owns nothing there.
+///
+/// Fields the rollout controller (`fledge-rollout`) owns count as fledge's: it is fledge too.
+/// That matters for a route a Rollout weighs: its rule list is atomic, so the router's weight
+/// patch moves the whole `spec.rules` from sync's entry to the rollout controller's. Counted
+/// together, nothing moved and sync sees no drift (a `kubectl edit` still moves it away from
+/// both). Without a rollout controller entry the hash is what it always was.
 pub fn managed_marker(meta: &kube::api::ObjectMeta) -> String {
+    let main = |e: &&ManagedFieldsEntry| e.subresource.as_deref().unwrap_or("").is_empty();
+    let mut rollout_fields = Value::Null;
+    for e in meta.managed_fields.iter().flatten().filter(main) {
+        if e.manager.as_deref() == Some(ROLLOUT_FIELD_MANAGER)
+            && let Some(f) = &e.fields_v1
+        {
+            merge_fields(&mut rollout_fields, &f.0);
+        }
+    }
     let mut h = Sha256::new();
     let mut any = false;
-    for e in meta.managed_fields.iter().flatten() {
-        let ours = e.manager.as_deref() == Some(FIELD_MANAGER)
-            && e.operation.as_deref() == Some("Apply")
-            && e.subresource.as_deref().unwrap_or("").is_empty();
+    for e in meta.managed_fields.iter().flatten().filter(main) {
+        let ours =
+            e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply");
         if let (true, Some(fields)) = (ours, &e.fields_v1) {
+            let mut fields = fields.0.clone();
+            if !any {
+                merge_fields(&mut fields, &rollout_fields);
+            }
             any = true;
             h.update(e.api_version.as_deref().unwrap_or("").as_bytes());
             h.update(b"\n");
             h.update(
-                serde_json::to_string(&fields.0)
+                serde_json::to_string(&fields)
                     .unwrap_or_default()
                     .as_bytes(),
             );
@@ -206,6 +275,20 @@ pub fn managed_marker(meta: &kube::api::ObjectMeta) -> String {
         out.push_str(&format!("{b:02x}"));
     }
     out
+}
+
+/// Deep union of two `fieldsV1` trees into `into`.
+fn merge_fields(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (_, Value::Null) => {}
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge_fields(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (slot @ Value::Null, v) => *slot = v.clone(),
+        _ => {}
+    }
 }
 
 /// The plan's view of a live object, from its metadata.
@@ -291,6 +374,50 @@ mod tests {
         assert_eq!(managed_marker(&ObjectMeta::default()), "");
     }
 
+    #[test]
+    fn the_rollout_controllers_fields_count_as_fledges() {
+        let rules = serde_json::json!({"f:spec": {"f:hostnames": {}, "f:rules": {}}});
+        let applied = managed_marker(&meta(vec![entry("fledge", "Apply", rules.clone())]));
+        // The router's weight patch moves the atomic `rules` list to `fledge-rollout`.
+        let weighed = managed_marker(&meta(vec![
+            entry(
+                "fledge",
+                "Apply",
+                serde_json::json!({"f:spec": {"f:hostnames": {}}}),
+            ),
+            entry(
+                "fledge-rollout",
+                "Update",
+                serde_json::json!({"f:spec": {"f:rules": {}}}),
+            ),
+            entry(
+                "traefik",
+                "Update",
+                serde_json::json!({"f:status": {"f:parents": {}}}),
+            ),
+        ]));
+        assert_eq!(applied, weighed);
+        // kubectl edit of the rules takes them from both: drift.
+        let edited = managed_marker(&meta(vec![
+            entry(
+                "fledge",
+                "Apply",
+                serde_json::json!({"f:spec": {"f:hostnames": {}}}),
+            ),
+            entry(
+                "kubectl-edit",
+                "Update",
+                serde_json::json!({"f:spec": {"f:rules": {}}}),
+            ),
+        ]));
+        assert_ne!(applied, edited);
+        // The rollout controller alone is not sync owning anything.
+        assert_eq!(
+            managed_marker(&meta(vec![entry("fledge-rollout", "Update", rules)])),
+            ""
+        );
+    }
+
     fn rendered(api_version: &str, kind: &str, mut object: Value) -> RenderedObject {
         object["apiVersion"] = api_version.into();
         object["kind"] = kind.into();
@@ -341,5 +468,36 @@ mod tests {
         assert_eq!(Manifest::of(&r).rollout_target.as_deref(), Some("web"));
         let j = rendered("batch/v1", "Job", serde_json::json!({}));
         assert!(Manifest::of(&j).run_once);
+    }
+
+    #[test]
+    fn a_rollout_names_the_route_it_weighs_and_sync_holds_its_weights() {
+        let r = rendered(
+            "fledge.dev/v1alpha1",
+            "Rollout",
+            serde_json::json!({"spec": {"targetRef": {"kind": "Deployment", "name": "web"},
+                "service": "web", "traffic": {"gatewayAPI": {"httpRoute": "web-route"}}}}),
+        );
+        let hold = Manifest::of(&r).rollout_route.expect("a mesh router");
+        assert_eq!(
+            (hold.kind, hold.name.as_str(), hold.service.as_str()),
+            (RouteKind::HttpRoute, "web-route", "web")
+        );
+        let rules = |s: u32, c: u32| {
+            serde_json::json!({"spec": {"rules": [{"filters": [{"type": "X"}], "backendRefs": [
+                {"name": "web-stable", "weight": s}, {"name": "web-canary", "weight": c}]}]}})
+        };
+        let route = Manifest::of(&rendered(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            rules(100, 0),
+        ));
+        let live = rules(60, 40);
+        let held = route.holding_weights(&live, "web").value();
+        assert_eq!(held["spec"], live["spec"]);
+        assert_eq!(
+            held["metadata"]["annotations"][CONTENT_HASH_ANNOTATION],
+            Value::String(route.hash.clone())
+        );
     }
 }

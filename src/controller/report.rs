@@ -117,7 +117,9 @@ impl Agent {
             .filter(|(_, a)| {
                 matches!(
                     a,
-                    Action::RepairDrift | Action::HoldTemplate { force: true, .. }
+                    Action::RepairDrift
+                        | Action::HoldTemplate { force: true, .. }
+                        | Action::HoldWeights { repair: true, .. }
                 )
             })
             .map(|(i, _)| *i)

@@ -10,10 +10,12 @@
 //! `rollout-after-promote` (the stable Deployment given the canary template).
 //!
 //! Submodules: `observe` reads the cluster into [`Observations`], `act` carries out the
-//! [`Action`]s, `sampler` runs the analyses.
+//! [`Action`]s, `router` is the `gatewayAPI`/`istio` traffic router (track Services, route
+//! weights, achieved weights), `sampler` runs the analyses.
 
 mod act;
 mod observe;
+mod router;
 mod sampler;
 #[cfg(test)]
 mod tests;
@@ -21,6 +23,7 @@ mod tests;
 use super::{Agent, EventKind, EventNote};
 use crate::crd::{ConfigRepo, PauseReason, Phase, Rollout, RolloutStatus, TeardownCause};
 use crate::labels::{CONFIG_REPO_LABEL, ROLLOUT_FIELD_MANAGER};
+use crate::rollout::routes::RouteError;
 use crate::rollout::{self, Action, Decision};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -51,6 +54,8 @@ pub enum Error {
     WriteStatus(#[source] kube::Error),
     #[error("{0}")]
     Act(#[from] ActError),
+    #[error("traffic router: {0}")]
+    Router(#[from] router::RouterError),
 }
 
 /// Result alias of this module.
@@ -58,6 +63,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Delay before a Rollout whose pass failed (API error) is tried again.
 const AFTER_ERROR: Duration = Duration::from_secs(5);
+
+/// Delay before a Rollout whose route weights were just set is observed again.
+const ROUTE_SETTLE: Duration = Duration::from_secs(1);
 
 /// Delay before a Rollout whose status write lost a compare-and-set is observed again.
 const AFTER_CONFLICT: Duration = Duration::from_millis(200);
@@ -256,22 +264,31 @@ impl Rollouts {
                         .await;
                 }
                 Action::SetWeight { canary, baseline } => {
-                    // Mesh routers are not implemented in the controller yet.
-                    self.agent
-                        .events
-                        .publish(
-                            &object_ref(ro),
-                            EventNote {
-                                kind: EventKind::Warning,
-                                reason: "RouterNotImplemented",
-                                action: "Rollout",
-                                related: None,
-                                message: format!(
-                                    "traffic router not implemented by this agent (asked canary {canary}%, baseline {baseline}%): use traffic.replicas"
-                                ),
-                            },
-                        )
-                        .await;
+                    let written = router::set_weight(&self.client(), ro, *canary, *baseline).await;
+                    // Look again soon: the gateway reports on the new generation within moments.
+                    self.push(&key, ROUTE_SETTLE);
+                    let (reason, message) = match &written {
+                        Ok(router::Written::Unchanged(Some(why)))
+                            if !matches!(why, RouteError::NotObserved(_)) =>
+                        {
+                            ("RouteNotAchieved", why.to_string())
+                        }
+                        Err(e) => ("RouterFailed", e.to_string()),
+                        Ok(_) => ("", String::new()),
+                    };
+                    if !reason.is_empty() {
+                        let note = EventNote {
+                            kind: EventKind::Warning,
+                            reason,
+                            action: "SetWeight",
+                            related: None,
+                            message: format!(
+                                "canary {canary}%, baseline {baseline}% not achieved: {message}"
+                            ),
+                        };
+                        self.agent.events.publish(&object_ref(ro), note).await;
+                    }
+                    written?;
                 }
                 other => exec.run(other).await?,
             }

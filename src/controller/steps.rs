@@ -254,7 +254,8 @@ impl Agent {
     }
 
     /// Step: apply what the plan says, in apply order. A governed Deployment whose template is
-    /// held is applied with its live template; a run-once object to recreate is deleted first.
+    /// held is applied with its live template, a route a Rollout weighs with its live weights;
+    /// a run-once object to recreate is deleted first.
     pub(super) async fn apply(
         &self,
         repo: &ConfigRepo,
@@ -273,6 +274,7 @@ impl Agent {
             let m = &desired[*i];
             let prepared = match action {
                 Action::HoldTemplate { .. } => self.holding_live_template(m).await,
+                Action::HoldWeights { service, .. } => self.holding_live_weights(m, service).await,
                 Action::Recreate => {
                     let k = &m.key;
                     self.cluster
@@ -298,6 +300,24 @@ impl Agent {
         }
         failed.sort_by_key(|(i, _)| *i);
         ApplyResult { seen, failed }
+    }
+
+    /// A route a Rollout weighs as git has it, but with the weights it stores now.
+    async fn holding_live_weights(
+        &self,
+        m: &Arc<Manifest>,
+        service: &str,
+    ) -> Result<Arc<Manifest>, ApplyError> {
+        let k = &m.key;
+        let live = self
+            .cluster
+            .get(&m.api_version, &k.kind, &k.namespace, &k.name)
+            .await?;
+        let Some(live) = live else {
+            return Ok(m.clone()); // gone meanwhile: created as git has it
+        };
+        let live = serde_json::to_value(&live).unwrap_or_default();
+        Ok(Arc::new(m.holding_weights(&live, service)))
     }
 
     /// A governed Deployment as git has it, but with the template that runs now.

@@ -36,6 +36,19 @@ pub trait Planned {
     /// `fledge.dev/apply-policy: create-only`): gone from the cluster with the same content is
     /// done, not drift.
     fn run_once(&self) -> bool;
+    /// For a fledge `Rollout` with a mesh router: the route it sets weights on.
+    fn rollout_route(&self) -> Option<&RouteHold> {
+        None
+    }
+}
+
+/// The route (HTTPRoute or VirtualService) a Rollout sets weights on, and the Service whose
+/// track Services (`<service>-stable|canary|baseline`) it weighs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteHold {
+    pub kind: crate::rollout::routes::RouteKind,
+    pub name: String,
+    pub service: String,
 }
 
 impl Planned for RenderedObject {
@@ -77,6 +90,9 @@ impl<T: Planned> Planned for std::sync::Arc<T> {
     }
     fn run_once(&self) -> bool {
         (**self).run_once()
+    }
+    fn rollout_route(&self) -> Option<&RouteHold> {
+        (**self).rollout_route()
     }
 }
 
@@ -138,6 +154,15 @@ pub enum Action {
     HoldTemplate { rollout: String, force: bool },
     /// A run-once object (Job) changed in git: delete it and create it again.
     Recreate,
+    /// A route a Rollout `rollout` sets weights on, changed in git (or repairing drift,
+    /// `repair`): apply git's route with the weights the live route stores for the track Services
+    /// of `service`, so sync never moves a rollout's traffic. Forced: the rollout controller owns
+    /// the route's atomic rule list after its last weight change.
+    HoldWeights {
+        rollout: String,
+        service: String,
+        repair: bool,
+    },
 }
 
 impl Action {
@@ -145,7 +170,7 @@ impl Action {
     pub fn force(&self) -> bool {
         match self {
             Action::Update { force } | Action::HoldTemplate { force, .. } => *force,
-            Action::RepairDrift => true,
+            Action::RepairDrift | Action::HoldWeights { .. } => true,
             Action::Create | Action::Recreate => false,
         }
     }
@@ -201,7 +226,9 @@ impl Plan {
             + self.count(|a| {
                 matches!(
                     a,
-                    Action::RepairDrift | Action::HoldTemplate { force: true, .. }
+                    Action::RepairDrift
+                        | Action::HoldTemplate { force: true, .. }
+                        | Action::HoldWeights { repair: true, .. }
                 )
             })
     }
@@ -282,6 +309,24 @@ pub fn governed(desired: &[impl Planned]) -> BTreeMap<ObjectKey, ObjectKey> {
         .collect()
 }
 
+/// Routes a Rollout of the same render sets weights on: route key → (Rollout, Service).
+pub fn governed_routes(desired: &[impl Planned]) -> BTreeMap<ObjectKey, (ObjectKey, String)> {
+    desired
+        .iter()
+        .filter_map(|o| {
+            let r = o.rollout_route()?;
+            let k = o.key();
+            let route = ObjectKey {
+                group: r.kind.group().into(),
+                kind: r.kind.kind().into(),
+                namespace: k.namespace.clone(),
+                name: r.name.clone(),
+            };
+            Some((route, (k.clone(), r.service.clone())))
+        })
+        .collect()
+}
+
 /// Computes the plan.
 pub fn plan(
     desired: &[impl Planned],
@@ -292,6 +337,7 @@ pub fn plan(
     let recorded: BTreeMap<ObjectKey, &InventoryEntry> =
         inventory.iter().map(|e| (entry_key(e), e)).collect();
     let governors = governed(desired);
+    let routes = governed_routes(desired);
     let mut p = Plan {
         apply: Vec::new(),
         handoffs: Vec::new(),
@@ -330,6 +376,24 @@ pub fn plan(
         };
         let changed = l.hash.as_deref() != Some(o.hash());
         let drift = drifted(l);
+        // A route a Rollout weighs: applied with its live weights held.
+        if let Some((rollout, service)) = routes.get(o.key()) {
+            let hold = |repair| Action::HoldWeights {
+                rollout: rollout.name.clone(),
+                service: service.clone(),
+                repair,
+            };
+            if changed {
+                p.apply.push((i, hold(false)));
+            } else if drift && policy.self_heal {
+                p.apply.push((i, hold(true)));
+            } else if drift {
+                p.drift_kept.push(i);
+            } else {
+                p.unchanged.push(i);
+            }
+            continue;
+        }
         // A governed Deployment running another template: hold it, hand the new one over.
         if let (Some(rollout), Some(th)) = (governors.get(o.key()), o.template_hash())
             && l.template_hash.as_deref() != Some(th)

@@ -424,6 +424,10 @@ impl Writer<'_> {
                         .unwrap_or_default();
                     Arc::new(m.holding_template(held, None))
                 }
+                Action::HoldWeights { service, .. } => match &live {
+                    Some(l) => Arc::new(m.holding_weights(l, service)),
+                    None => m.clone(),
+                },
                 _ => m.clone(),
             };
             let answer = match action {
@@ -479,6 +483,10 @@ impl Writer<'_> {
                             format!("± recreate {key} (a run-once object changed in git)\n")
                         }
                         Action::RepairDrift => format!("~ repair {key} (changed outside git)\n"),
+                        Action::HoldWeights { rollout, .. } => format!(
+                            "~ update {key} (weights of the track Services held: Rollout {}/{rollout} sets them)\n",
+                            m.key.namespace
+                        ),
                         _ => format!("~ update {key}\n"),
                     };
                     text.push_str(&self.colors.paint("33;1", &header));
@@ -574,6 +582,8 @@ fn verb(a: &Action) -> &'static str {
         Action::Update { .. } => "update",
         Action::RepairDrift => "repair",
         Action::HoldTemplate { .. } => "update",
+        Action::HoldWeights { repair: false, .. } => "update",
+        Action::HoldWeights { repair: true, .. } => "repair",
         Action::Recreate => "recreate",
     }
 }

@@ -445,3 +445,88 @@ fn next_inventory_keeps_failed_creates_and_unpruned_members() {
     let after = next_inventory(&d, &p, &[gone], &markers, &pruned);
     assert!(after.iter().all(|e| e.name != "gone"));
 }
+
+/// A test object that may be a Rollout weighing a route.
+struct Routed(Obj, Option<RouteHold>);
+
+impl Planned for Routed {
+    fn key(&self) -> &ObjectKey {
+        self.0.key()
+    }
+    fn api_version(&self) -> &str {
+        self.0.api_version()
+    }
+    fn hash(&self) -> &str {
+        self.0.hash()
+    }
+    fn template_hash(&self) -> Option<&str> {
+        self.0.template_hash()
+    }
+    fn rollout_target(&self) -> Option<&str> {
+        self.0.rollout_target()
+    }
+    fn run_once(&self) -> bool {
+        false
+    }
+    fn rollout_route(&self) -> Option<&RouteHold> {
+        self.1.as_ref()
+    }
+}
+
+#[test]
+fn a_route_a_rollout_weighs_is_applied_with_its_live_weights_held() {
+    use crate::rollout::routes::RouteKind;
+    let route = |hash: &str| Obj {
+        key: key("gateway.networking.k8s.io", "HTTPRoute", "web"),
+        ..obj("web", hash)
+    };
+    let hold = RouteHold {
+        kind: RouteKind::HttpRoute,
+        name: "web".into(),
+        service: "web".into(),
+    };
+    let d = vec![
+        Routed(route("new"), None),
+        Routed(rollout("web", "web"), Some(hold)),
+    ];
+    let held = |repair| {
+        vec![(
+            0,
+            Action::HoldWeights {
+                rollout: "web".into(),
+                service: "web".into(),
+                repair,
+            },
+        )]
+    };
+    let at = |hash: &str, marker: &str| {
+        BTreeMap::from([
+            (d[0].key().clone(), live(hash, marker)),
+            (d[1].key().clone(), live("r", "m9")),
+        ])
+    };
+    let inventory = [inv(&d[0].0, "m1"), inv(&d[1].0, "m9")];
+    // Changed in git: applied, weights held, forced (the router owns the atomic rule list).
+    let p = plan(&d, &at("old", "m1"), &inventory, &Policy::default());
+    assert_eq!(p.apply, held(false));
+    assert!(p.apply[0].1.force());
+    assert_eq!(p.drift(), 0);
+    // Changed outside git (fledge's fields taken by someone else): repaired, weights held.
+    let p = plan(&d, &at("new", "m2"), &inventory, &Policy::default());
+    assert_eq!(p.apply, held(true));
+    assert_eq!(p.drift(), 1);
+    let p = plan(&d, &at("new", "m2"), &inventory, &no_heal());
+    assert_eq!((p.apply.len(), p.drift_kept.as_slice()), (0, &[0][..]));
+    // Unchanged: nothing applied (the router's weight writes are not drift, see managed_marker).
+    let p = plan(&d, &at("new", "m1"), &inventory, &Policy::default());
+    assert_eq!((p.apply.len(), p.unchanged.as_slice()), (0, &[0, 1][..]));
+    // The same route without a Rollout weighing it is a plain update.
+    let alone = vec![Routed(route("new"), None)];
+    let p = plan(
+        &alone,
+        &at("old", "m1"),
+        &inventory[..1],
+        &Policy::default(),
+    );
+    assert_eq!(p.apply, [(0, Action::Update { force: false })]);
+}

@@ -48,6 +48,7 @@ mod gate;
 mod machine;
 pub mod replicas;
 mod request;
+pub mod routes;
 mod types;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Observe step of a rollout pass: reads the stable, canary and baseline Deployments (and the
-//! analysis progress the samplers report) into the engine's [`Observations`].
+//! analysis progress the samplers report) into the engine's [`Observations`]; a mesh router's
+//! achieved weights come from `router`.
 
 use crate::crd::Rollout;
 use crate::labels::TEMPLATE_HASH_ANNOTATION;
@@ -40,13 +41,15 @@ pub async fn observe(
     let stable_obs = stable.as_ref().map(stable_obs).unwrap_or_default();
     let canary_obs = canary.as_ref().map(workload_obs);
     let baseline_obs = baseline.as_ref().map(workload_obs);
-    let router = ro.spec.traffic.replicas.as_ref().map(|_| {
-        replicas::achieved(
+    let router = match ro.spec.traffic.replicas {
+        Some(_) => Some(replicas::achieved(
             stable.as_ref().map(available).unwrap_or(0),
             canary_obs.as_ref().map(|w| w.ready_replicas).unwrap_or(0),
             baseline_obs.as_ref().map(|w| w.ready_replicas).unwrap_or(0),
-        )
-    });
+        )),
+        // `istio`, `gatewayAPI`: the weights the route achieved.
+        None => super::router::observe(client, ro).await?,
+    };
     let obs = Observations {
         namespace: ns,
         name: ro.name_any(),
