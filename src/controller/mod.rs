@@ -2,6 +2,7 @@
 //! each on its interval, when its spec changes, and when one of its managed objects is changed
 //! by someone else (the live view's watches), and stands down when it loses the Lease.
 
+mod commit_status;
 mod events;
 mod fetch;
 pub mod inventory;
@@ -9,6 +10,7 @@ mod leader;
 pub mod queue;
 mod reconcile;
 mod report;
+mod rollback;
 pub mod rollouts;
 pub mod selector;
 pub mod status;
@@ -57,6 +59,11 @@ pub struct AgentOptions {
     pub secret_namespaces: Vec<String>,
     /// ConfigRepos reconciled at once (each key by one worker at a time).
     pub workers: usize,
+    /// Name of this cluster in commit status contexts (`fledge/<cluster>/<ns>/<rollout>`),
+    /// revert commits and pull requests.
+    pub cluster: String,
+    /// Base URL of a dashboard; commit statuses link to `<url>/rollouts/<ns>/<name>`.
+    pub dashboard_url: Option<String>,
 }
 
 /// The agent: shared by its tasks.

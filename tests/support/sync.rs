@@ -41,6 +41,8 @@ pub async fn start_agent(
         selector: Some(LabelSelector::parse(selector).expect("a valid selector")),
         secret_namespaces: Vec::new(),
         workers: 4,
+        cluster: "local".into(),
+        dashboard_url: None,
     };
     let agent = Agent::new(client, opts, Arc::new(Metrics::default()));
     let task = tokio::spawn(controller::run(
