@@ -134,7 +134,7 @@ impl World {
         })
         .await;
         rollout_where(&self.s.client, &self.s.ns, "web", "Healthy on v1", 30, |st| {
-            st.phase == Phase::Healthy && st.stable_revision.is_some()
+            st.phase == Phase::Healthy && st.stable_template_hash.is_some()
         })
         .await;
     }
@@ -307,11 +307,14 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
     let body = pr["body"].as_str().unwrap();
     for needle in [
         "| Metric | Canary | Baseline | Result | Score |",
-        "| error-ratio | 0.5 | 0.5 |",
+        "| error-ratio | 0.5 |",
+        "| high |",
+        "**Verdict:** fail, score 0/100",
         CLUSTER,
         "analysis failed",
+        "web v2",
         "/compare/",
-        "fledge retry",
+        &format!("fledge retry {ns}/web"),
     ] {
         assert!(body.contains(needle), "PR body lacks {needle:?}:\n{body}");
     }

@@ -98,7 +98,9 @@ pub fn desired(
                     format!("not rolled out: {}", td.message),
                 ),
                 TeardownCause::RevertedInGit => None,
-                _ if hold_failure => None,
+                // The verdict is final once traffic is back on stable (and git has been asked
+                // to agree): one `failure` per failed revision, not one per phase.
+                _ if hold_failure || st.phase == Phase::Aborted => None,
                 _ => {
                     let mut p = post(
                         &st.failed_revision,
@@ -361,6 +363,9 @@ mod tests {
             ..RolloutStatus::default()
         };
         assert_eq!(desired(CTX, &st, &st, true, None), None, "held for git");
+        st.phase = Phase::Aborted;
+        assert_eq!(desired(CTX, &st, &st, false, None), None, "still tearing down");
+        st.phase = Phase::RolledBack;
         let p = desired(CTX, &st, &st, false, None).unwrap();
         assert_eq!((p.sha.as_str(), p.status.state), ("bad", StatusState::Failure));
         assert!(p.status.description.chars().count() <= 140);

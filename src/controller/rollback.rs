@@ -306,14 +306,20 @@ impl Job {
         let oid = |what: &str, rev: Option<&str>| {
             rev.and_then(|r| Oid::from_str(r).ok()).ok_or_else(|| {
                 Error::NotConfigured(format!(
-                    "the {what} revision of {}/{} is unknown ({rev:?}): nothing to revert against",
+                    "the {what} revision of {}/{} is not a commit id: {rev:?}",
                     f.namespace, f.name
                 ))
             })
         };
+        // Unknown stable revision (the Deployment and its Rollout came in the same sync, so no
+        // hand-off named it): resolved in the mirror as the failed commit's parent.
+        let stable = match &f.stable_revision {
+            Some(r) => oid("stable", Some(r))?,
+            None => Oid::zero(),
+        };
         Ok(Request {
             branch: repo.spec.branch.clone(),
-            stable: oid("stable", f.stable_revision.as_deref())?,
+            stable,
             failed: oid("failed", Some(&f.failed_revision))?,
             paths: f.provenance.iter().cloned().collect(),
             cluster: self.agent.opts.cluster.clone(),
@@ -347,7 +353,11 @@ impl Job {
             })?;
         let (cache_dir, url) = (self.agent.opts.cache_dir.clone(), repo.spec.url.clone());
         let work = move || -> Result<Pushed, Error> {
+            let mut req = req;
             let mirror = Mirror::open(&cache_dir, &url)?;
+            if req.stable.is_zero() {
+                req.stable = parent_of(&mirror, &opts, req.failed)?;
+            }
             let outcome = git_rollback::rollback(&mirror, &opts, &req)?;
             let subjects = outcome
                 .reverted
@@ -364,6 +374,7 @@ impl Job {
                 .collect();
             Ok(Pushed {
                 branch: outcome.branch,
+                stable: req.stable.to_string(),
                 reverted: subjects,
             })
         };
@@ -373,7 +384,7 @@ impl Job {
     /// The input of the PR body.
     fn report(&self, req: &Request, pushed: &Pushed, forge: &dyn forge::Forge) -> RevertReport {
         let f = &self.failed;
-        let stable = f.stable_revision.clone().unwrap_or_default();
+        let stable = pushed.stable.clone();
         let mut r = RevertReport {
             cluster: req.cluster.clone(),
             namespace: f.namespace.clone(),
@@ -420,7 +431,31 @@ impl Job {
 /// What was pushed: the branch and the reverted commits `(sha, subject)`, newest first.
 struct Pushed {
     branch: String,
+    /// The stable revision the revert goes back to.
+    stable: String,
     reverted: Vec<(String, String)>,
+}
+
+/// The first parent of `failed` (fetched first when the mirror lacks it).
+fn parent_of(
+    mirror: &Mirror,
+    opts: &source::RemoteOptions,
+    failed: Oid,
+) -> Result<Oid, Error> {
+    if mirror.repo().find_commit(failed).is_err() {
+        mirror.fetch_with(opts)?;
+    }
+    let commit = mirror.repo().find_commit(failed).map_err(|e| {
+        Error::NotConfigured(format!(
+            "the failed revision {failed} is not in the repository: {}",
+            e.message()
+        ))
+    })?;
+    commit.parent_id(0).map_err(|_| {
+        Error::NotConfigured(format!(
+            "the failed revision {failed} is the first commit: nothing to revert to"
+        ))
+    })
 }
 
 /// The verdict in a few lines, for the rollback commit's message.
