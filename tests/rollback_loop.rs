@@ -286,6 +286,13 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
         "{st:#?}"
     );
     let pr_url = st.revert_pull_request.clone().expect("the PR's URL in status");
+    // The ConfigRepo shows it too.
+    let evs = eventually("the ConfigRepo's RollbackPending event", Duration::from_secs(20), || async {
+        let evs = support::sync::events_about(client, &w.s.repo, "RollbackPending").await;
+        (!evs.is_empty()).then_some(evs)
+    })
+    .await;
+    assert!(evs.iter().any(|(related, note)| related == "web" && note.contains(&pr_url)), "{evs:?}");
     // Traffic is back on stable: no canary, no baseline, stable on v1.
     let deployments = w.deployments();
     assert!(deployments.get_opt("web-canary").await.unwrap().is_none());

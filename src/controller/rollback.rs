@@ -273,6 +273,7 @@ impl Job {
             .await?;
         let forge = target.connect(token)?;
         if let Some(pr) = forge.find_open_pull_request(&outcome.branch).await? {
+            self.announce_on_repo(&repo, &pr.html_url).await;
             return Ok(Done {
                 pull_request: Some(pr.html_url),
                 branch: Some(outcome.branch),
@@ -294,6 +295,7 @@ impl Job {
             })
             .await?;
         crate::failpoint::hit("rollback-after-pr");
+        self.announce_on_repo(&repo, &pr.html_url).await;
         Ok(Done {
             pull_request: Some(pr.html_url),
             branch: Some(outcome.branch),
@@ -412,6 +414,32 @@ impl Job {
                 .collect();
         }
         r
+    }
+
+    /// Shows the open revert PR on the ConfigRepo too (an Event about it, the Rollout related):
+    /// `kubectl describe configrepo` lists what waits for a merge.
+    async fn announce_on_repo(&self, repo: &ConfigRepo, url: &str) {
+        let f = &self.failed;
+        let related = Api::<Rollout>::namespaced(self.agent.client.clone(), &f.namespace)
+            .get_opt(&f.name)
+            .await
+            .ok()
+            .flatten()
+            .map(|ro| super::rollouts::object_ref(&ro));
+        let note = super::EventNote {
+            kind: super::EventKind::Warning,
+            reason: "RollbackPending",
+            action: "Rollback",
+            related,
+            message: format!(
+                "{}/{}: the canary of {} failed; revert pull request {url}",
+                f.namespace,
+                f.name,
+                short(&f.failed_revision)
+            ),
+        };
+        use kube::Resource;
+        self.agent.events.publish(&repo.object_ref(&()), note).await;
     }
 
     /// Says where the operator looks (an Event on the Rollout) why the rollback did not happen.
