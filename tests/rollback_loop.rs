@@ -108,7 +108,12 @@ async fn world(prefix: &str, prometheus: &str, value: f64, interval: &str) -> Wo
 impl World {
     fn agent(&self, extra: &[&str], port: u16) -> AgentProc {
         let child = support::sync::agent_command(&self.s.env, &self.s.agent_ns.name, &self.s.id)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--cluster", CLUSTER])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--cluster",
+                CLUSTER,
+            ])
             .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
@@ -133,9 +138,14 @@ impl World {
             (d.status?.available_replicas == Some(3)).then_some(())
         })
         .await;
-        rollout_where(&self.s.client, &self.s.ns, "web", "Healthy on v1", 30, |st| {
-            st.phase == Phase::Healthy && st.stable_template_hash.is_some()
-        })
+        rollout_where(
+            &self.s.client,
+            &self.s.ns,
+            "web",
+            "Healthy on v1",
+            30,
+            |st| st.phase == Phase::Healthy && st.stable_template_hash.is_some(),
+        )
         .await;
     }
 
@@ -285,14 +295,25 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
         Some(TeardownCause::AnalysisFailed),
         "{st:#?}"
     );
-    let pr_url = st.revert_pull_request.clone().expect("the PR's URL in status");
+    let pr_url = st
+        .revert_pull_request
+        .clone()
+        .expect("the PR's URL in status");
     // The ConfigRepo shows it too.
-    let evs = eventually("the ConfigRepo's RollbackPending event", Duration::from_secs(20), || async {
-        let evs = support::sync::events_about(client, &w.s.repo, "RollbackPending").await;
-        (!evs.is_empty()).then_some(evs)
-    })
+    let evs = eventually(
+        "the ConfigRepo's RollbackPending event",
+        Duration::from_secs(20),
+        || async {
+            let evs = support::sync::events_about(client, &w.s.repo, "RollbackPending").await;
+            (!evs.is_empty()).then_some(evs)
+        },
+    )
     .await;
-    assert!(evs.iter().any(|(related, note)| related == "web" && note.contains(&pr_url)), "{evs:?}");
+    assert!(
+        evs.iter()
+            .any(|(related, note)| related == "web" && note.contains(&pr_url)),
+        "{evs:?}"
+    );
     // Traffic is back on stable: no canary, no baseline, stable on v1.
     let deployments = w.deployments();
     assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
@@ -305,7 +326,10 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
     // In Gitea: one rollback branch, one open PR from it with the verdict.
     let branches = w.rollback_branches().await;
     assert_eq!(branches.len(), 1, "{branches:?}");
-    assert!(branches[0].contains(&format!("{ns}-web-{}", &bad[..7])), "{branches:?}");
+    assert!(
+        branches[0].contains(&format!("{ns}-web-{}", &bad[..7])),
+        "{branches:?}"
+    );
     let pulls = w.pulls().await;
     assert_eq!(pulls.len(), 1, "{pulls:#?}");
     let pr = &pulls[0];
@@ -334,14 +358,22 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
     .await;
     assert_eq!(states(&bad_statuses)[0], "pending", "{bad_statuses:?}");
     assert!(
-        bad_statuses.iter().any(|s| s.0 == "pending" && s.1.starts_with("canary 33%")),
+        bad_statuses
+            .iter()
+            .any(|s| s.0 == "pending" && s.1.starts_with("canary 33%")),
         "{bad_statuses:?}"
     );
     let failure = bad_statuses.last().unwrap();
-    assert!(failure.1.starts_with("rolled back: analysis failed"), "{failure:?}");
+    assert!(
+        failure.1.starts_with("rolled back: analysis failed"),
+        "{failure:?}"
+    );
     assert_eq!(failure.2, pr_url, "the failure links the revert PR");
     assert_eq!(
-        states(&bad_statuses).iter().filter(|s| **s == "failure").count(),
+        states(&bad_statuses)
+            .iter()
+            .filter(|s| **s == "failure")
+            .count(),
         1,
         "{bad_statuses:?}"
     );
@@ -379,17 +411,24 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
         st.handoff.as_ref().map(|h| h.revision.as_str()),
         Some(merge_sha.as_str())
     );
-    assert_eq!(st.stable_template_hash, st.handoff.as_ref().map(|h| h.template_hash.clone()));
+    assert_eq!(
+        st.stable_template_hash,
+        st.handoff.as_ref().map(|h| h.template_hash.clone())
+    );
     assert_eq!(
         version(&deployments.get("web").await.unwrap()).as_deref(),
         Some("v1"),
         "the cluster stays on stable"
     );
     assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
-    let merge_statuses = eventually("the merge commit's status", Duration::from_secs(30), || async {
-        let s = w.statuses(&merge_sha).await;
-        (!s.is_empty()).then_some(s)
-    })
+    let merge_statuses = eventually(
+        "the merge commit's status",
+        Duration::from_secs(30),
+        || async {
+            let s = w.statuses(&merge_sha).await;
+            (!s.is_empty()).then_some(s)
+        },
+    )
     .await;
     assert_eq!(states(&merge_statuses), ["success"], "{merge_statuses:?}");
     assert_eq!(
@@ -423,7 +462,10 @@ async fn finishes_with_one_of_each(w: &World, bad: &str) {
     .await;
     let pulls = w.pulls().await;
     assert_eq!(pulls.len(), 1, "{pulls:#?}");
-    assert_eq!(pulls[0]["html_url"].as_str(), st.revert_pull_request.as_deref());
+    assert_eq!(
+        pulls[0]["html_url"].as_str(),
+        st.revert_pull_request.as_deref()
+    );
     assert_eq!(w.rollback_branches().await.len(), 1);
     let statuses = eventually("the failure status", Duration::from_secs(30), || async {
         let s = w.statuses(bad).await;
@@ -431,7 +473,10 @@ async fn finishes_with_one_of_each(w: &World, bad: &str) {
     })
     .await;
     assert_eq!(
-        states(&statuses).iter().filter(|s| **s == "failure").count(),
+        states(&statuses)
+            .iter()
+            .filter(|s| **s == "failure")
+            .count(),
         1,
         "{statuses:?}"
     );
@@ -481,14 +526,21 @@ async fn a_prometheus_stopped_during_the_analysis_is_an_error_and_no_git_rollbac
     })
     .await;
     assert_eq!(st.phase, Phase::Paused, "{st:#?}");
-    assert_eq!(st.teardown, None, "an inconclusive analysis is no failure: {st:#?}");
+    assert_eq!(
+        st.teardown, None,
+        "an inconclusive analysis is no failure: {st:#?}"
+    );
     // Traffic back on stable: the canary serves nothing.
     let deployments = w.deployments();
-    eventually("the canary scaled to 0", Duration::from_secs(30), || async {
-        let c = deployments.get_opt("web-canary").await.ok()?;
-        c.is_none_or(|c| c.spec.and_then(|s| s.replicas) == Some(0))
-            .then_some(())
-    })
+    eventually(
+        "the canary scaled to 0",
+        Duration::from_secs(30),
+        || async {
+            let c = deployments.get_opt("web-canary").await.ok()?;
+            c.is_none_or(|c| c.spec.and_then(|s| s.replicas) == Some(0))
+                .then_some(())
+        },
+    )
     .await;
     let statuses = eventually("the error status", Duration::from_secs(30), || async {
         let s = w.statuses(&bad).await;
@@ -496,7 +548,10 @@ async fn a_prometheus_stopped_during_the_analysis_is_an_error_and_no_git_rollbac
     })
     .await;
     let error = statuses.last().unwrap();
-    assert!(error.1.starts_with("error: analysis inconclusive"), "{error:?}");
+    assert!(
+        error.1.starts_with("error: analysis inconclusive"),
+        "{error:?}"
+    );
     assert!(w.rollback_branches().await.is_empty(), "no revert branch");
     assert!(w.pulls().await.is_empty(), "no PR");
 
@@ -504,7 +559,10 @@ async fn a_prometheus_stopped_during_the_analysis_is_an_error_and_no_git_rollbac
     // the step again: it passes and the canary is promoted.
     let prom2 = support::Prometheus::start(&[], "1s").await;
     w.gr.commit(
-        &[("golden.yaml", &constant_template("golden", &prom2.url, 0.001, 0.01))],
+        &[(
+            "golden.yaml",
+            &constant_template("golden", &prom2.url, 0.001, 0.01),
+        )],
         "prometheus moved",
     );
     w.gr.push("main");
@@ -517,7 +575,9 @@ async fn a_prometheus_stopped_during_the_analysis_is_an_error_and_no_git_rollbac
     let (ok, out, err) = fledge(&w.s.env, &["retry", &format!("{ns}/web")]);
     assert!(ok, "fledge retry: {out}{err}");
     rollout_where(client, ns, "web", "promoted after the retry", 120, |st| {
-        st.phase == Phase::Healthy && st.stable_revision.is_some() && st.canary_revision.is_none()
+        st.phase == Phase::Healthy
+            && st.stable_revision.is_some()
+            && st.canary_revision.is_none()
             && st.stable_template_hash == st.handoff.as_ref().map(|h| h.template_hash.clone())
     })
     .await;

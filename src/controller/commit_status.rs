@@ -67,7 +67,10 @@ pub fn desired(
                 &st.canary_revision,
                 StatusState::Error,
                 status_description(&StatusText::Error {
-                    reason: st.reason.clone().unwrap_or_else(|| "analysis inconclusive".into()),
+                    reason: st
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "analysis inconclusive".into()),
                 }),
             ),
             Some(PauseReason::Marginal) => post(
@@ -298,7 +301,9 @@ impl CommitStatuses {
         let Some(target) = ForgeTarget::from_spec(&cr.spec)? else {
             return Ok(());
         };
-        let token = target.read_token(&client, &self.agent.opts.namespace).await?;
+        let token = target
+            .read_token(&client, &self.agent.opts.namespace)
+            .await?;
         let forge = target.connect(token)?;
         if post.only_over_pending {
             let latest = forge.latest_status(&post.sha, &post.status.context).await?;
@@ -364,10 +369,17 @@ mod tests {
         };
         assert_eq!(desired(CTX, &st, &st, true, None), None, "held for git");
         st.phase = Phase::Aborted;
-        assert_eq!(desired(CTX, &st, &st, false, None), None, "still tearing down");
+        assert_eq!(
+            desired(CTX, &st, &st, false, None),
+            None,
+            "still tearing down"
+        );
         st.phase = Phase::RolledBack;
         let p = desired(CTX, &st, &st, false, None).unwrap();
-        assert_eq!((p.sha.as_str(), p.status.state), ("bad", StatusState::Failure));
+        assert_eq!(
+            (p.sha.as_str(), p.status.state),
+            ("bad", StatusState::Failure)
+        );
         assert!(p.status.description.chars().count() <= 140);
         st.phase = Phase::RollbackPending;
         st.revert_pull_request = Some("https://forge/pr/1".into());
@@ -392,7 +404,10 @@ mod tests {
             ("good", StatusState::Success, false)
         );
         let idle = desired(CTX, &after, &after, false, None).unwrap();
-        assert!(idle.only_over_pending, "a quiet Healthy only concludes a pending status");
+        assert!(
+            idle.only_over_pending,
+            "a quiet Healthy only concludes a pending status"
+        );
 
         let before = RolloutStatus {
             phase: Phase::RollbackPending,
@@ -412,6 +427,9 @@ mod tests {
             ..RolloutStatus::default()
         };
         let p = desired(CTX, &before, &after, false, None).unwrap();
-        assert_eq!((p.sha.as_str(), p.status.state), ("merge", StatusState::Success));
+        assert_eq!(
+            (p.sha.as_str(), p.status.state),
+            ("merge", StatusState::Success)
+        );
     }
 }

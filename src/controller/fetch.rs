@@ -82,7 +82,10 @@ impl Agent {
     /// Secret, and the git timeout. The Secret must live in the agent's namespace (or one
     /// allowed by `--secret-namespaces`): a ConfigRepo is cluster-scoped, and whoever may create
     /// one must not read every Secret of the cluster through the agent.
-    pub(super) async fn remote_options(&self, spec: &ConfigRepoSpec) -> Result<RemoteOptions, SyncError> {
+    pub(super) async fn remote_options(
+        &self,
+        spec: &ConfigRepoSpec,
+    ) -> Result<RemoteOptions, SyncError> {
         let Some(r) = &spec.secret_ref else {
             return Ok(RemoteOptions::new(Auth::None).with_timeout(source::DEFAULT_TIMEOUT));
         };

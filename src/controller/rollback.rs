@@ -131,7 +131,12 @@ impl Rollbacks {
         };
         runs.get(key)
             .filter(|r| r.failed_revision == failed_revision)
-            .and_then(|r| r.state.lock().ok().map(|s| matches!(*s, State::Finished(..))))
+            .and_then(|r| {
+                r.state
+                    .lock()
+                    .ok()
+                    .map(|s| matches!(*s, State::Finished(..)))
+            })
             .unwrap_or(false)
     }
 
@@ -317,7 +322,7 @@ impl Job {
         // hand-off named it): resolved in the mirror as the failed commit's parent.
         let stable = match &f.stable_revision {
             Some(r) => oid("stable", Some(r))?,
-            None => Oid::zero(),
+            None => Oid::ZERO_SHA1,
         };
         Ok(Request {
             branch: repo.spec.branch.clone(),
@@ -369,7 +374,10 @@ impl Job {
                         .repo()
                         .find_commit(*oid)
                         .ok()
-                        .and_then(|c| c.summary_bytes().map(|s| String::from_utf8_lossy(s).into_owned()))
+                        .and_then(|c| {
+                            c.summary_bytes()
+                                .map(|s| String::from_utf8_lossy(s).into_owned())
+                        })
                         .unwrap_or_default();
                     (oid.to_string(), subject)
                 })
@@ -465,11 +473,7 @@ struct Pushed {
 }
 
 /// The first parent of `failed` (fetched first when the mirror lacks it).
-fn parent_of(
-    mirror: &Mirror,
-    opts: &source::RemoteOptions,
-    failed: Oid,
-) -> Result<Oid, Error> {
+fn parent_of(mirror: &Mirror, opts: &source::RemoteOptions, failed: Oid) -> Result<Oid, Error> {
     if mirror.repo().find_commit(failed).is_err() {
         mirror.fetch_with(opts)?;
     }

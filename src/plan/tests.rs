@@ -301,7 +301,10 @@ fn git_back_on_the_running_template_is_no_change_but_is_told_to_the_rollout() {
     let d = vec![deployment("web", "h", "t1"), rollout("web", "web")];
     let l = BTreeMap::from([(d[0].key.clone(), live_t("h", "m1", "t1"))]);
     let p = plan(&d, &l, &[inv(&d[0], "m1")], &Policy::default());
-    assert!(p.handoffs.is_empty() && p.apply.iter().all(|(i, _)| *i != 0), "{p:?}");
+    assert!(
+        p.handoffs.is_empty() && p.apply.iter().all(|(i, _)| *i != 0),
+        "{p:?}"
+    );
     assert_eq!(p.running.len(), 1);
     assert_eq!(p.running[0].template_hash, "t1");
 }
