@@ -295,10 +295,14 @@ pub struct RunArgs {
     /// ConfigRepos reconciled at once (one slow repository never stalls the others).
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
-    /// Name of this cluster in what fledge posts on the forge (the plan check's status context
-    /// `fledge/plan/<cluster>` and its comment), so several clusters can report on one repository.
+    /// Name of this cluster in what fledge posts on the forge: commit status contexts
+    /// (`fledge/<cluster>/<ns>/<rollout>`, the plan check's `fledge/plan/<cluster>`), plan comments,
+    /// revert commits and pull requests, so several clusters can report on one repository.
     #[arg(long, default_value = "local", env = "FLEDGE_CLUSTER")]
     pub cluster: String,
+    /// Base URL of a dashboard: commit statuses link to `<url>/rollouts/<ns>/<name>`.
+    #[arg(long, value_name = "URL")]
+    pub dashboard_url: Option<String>,
     /// Install or update fledge's CRDs at start.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub install_crds: bool,

@@ -421,7 +421,8 @@ async fn a_failing_analysis_step_rolls_back_naming_the_metric() {
         version(&get(&deployments, "web").await.unwrap()).as_deref(),
         Some("v1")
     );
-    // The git revert is not wired into the agent yet: it says so instead of failing silently.
+    // No forge for this ConfigRepo (a local remote): the git rollback says so instead of
+    // failing silently (tests/rollback_loop.rs has the whole rollback against Gitea).
     let evs = eventually(
         "the rollback and git-rollback events",
         Duration::from_secs(30),

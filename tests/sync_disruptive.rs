@@ -93,6 +93,7 @@ async fn converges_after_an_api_server_restart_and_rebuilds_an_empty_cluster() {
         secret_namespaces: Vec::new(),
         workers: 4,
         cluster: "local".into(),
+        dashboard_url: None,
     };
     let agent = Agent::new(client.clone(), opts, Arc::new(Metrics::default()));
     let task = tokio::spawn(controller::run(agent, Arc::new(AtomicBool::new(false))));
@@ -507,6 +508,7 @@ impl InProcess {
             secret_namespaces: Vec::new(),
             workers: 4,
             cluster: "local".into(),
+            dashboard_url: None,
         };
         let agent = Agent::new(client, opts, Arc::new(Metrics::default()));
         let task = tokio::spawn(controller::run(agent.clone(), Arc::default()));

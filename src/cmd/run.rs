@@ -128,6 +128,7 @@ pub async fn run_cmd(
         secret_namespaces: args.secret_namespaces.clone(),
         workers: args.workers,
         cluster: args.cluster.clone(),
+        dashboard_url: args.dashboard_url.clone(),
     };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));

@@ -3,6 +3,7 @@
 //! by someone else (the live view's watches), and stands down when it loses the Lease. Signed
 //! webhooks fetch a pushed ConfigRepo at once and plan pull requests ([`prcheck`]).
 
+mod commit_status;
 mod events;
 mod fetch;
 pub mod inventory;
@@ -11,6 +12,7 @@ pub mod prcheck;
 pub mod queue;
 mod reconcile;
 mod report;
+mod rollback;
 pub mod rollouts;
 pub mod selector;
 pub mod status;
@@ -59,8 +61,11 @@ pub struct AgentOptions {
     pub secret_namespaces: Vec<String>,
     /// ConfigRepos reconciled at once (each key by one worker at a time).
     pub workers: usize,
-    /// Name of this cluster on the forge (`fledge/plan/<cluster>`).
+    /// Name of this cluster on the forge: status contexts (`fledge/<cluster>/<ns>/<rollout>`,
+    /// `fledge/plan/<cluster>`), plan comments, revert commits and pull requests.
     pub cluster: String,
+    /// Base URL of a dashboard; commit statuses link to `<url>/rollouts/<ns>/<name>`.
+    pub dashboard_url: Option<String>,
 }
 
 /// The agent: shared by its tasks.

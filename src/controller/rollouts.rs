@@ -11,7 +11,8 @@
 //!
 //! Submodules: `observe` reads the cluster into [`Observations`], `act` carries out the
 //! [`Action`]s, `router` is the `gatewayAPI`/`istio` traffic router (track Services, route
-//! weights, achieved weights), `sampler` runs the analyses.
+//! weights, achieved weights), `sampler` runs the analyses. Beside them, `super::rollback` makes
+//! the git rollback a failure asks for, and `super::commit_status` shows each pass on the commit.
 
 mod act;
 mod observe;
@@ -20,6 +21,8 @@ mod sampler;
 #[cfg(test)]
 mod tests;
 
+use super::commit_status::{self, CommitStatuses};
+use super::rollback::Rollbacks;
 use super::{Agent, EventKind, EventNote};
 use crate::crd::{ConfigRepo, PauseReason, Phase, Rollout, RolloutStatus, TeardownCause};
 use crate::labels::{CONFIG_REPO_LABEL, ROLLOUT_FIELD_MANAGER};
@@ -75,6 +78,8 @@ pub struct Rollouts {
     agent: Arc<Agent>,
     queue: Arc<Queue<Key>>,
     samplers: Samplers,
+    rollbacks: Rollbacks,
+    statuses: Arc<CommitStatuses>,
     /// Stable Deployment `(namespace, name)` → Rollout names targeting it (watch routing).
     targets: Mutex<HashMap<Key, String>>,
 }
@@ -85,6 +90,8 @@ impl Rollouts {
         let queue: Arc<Queue<Key>> = Arc::default();
         Arc::new(Rollouts {
             samplers: Samplers::new(agent.client.clone(), queue.clone()),
+            rollbacks: Rollbacks::new(agent.clone(), queue.clone()),
+            statuses: CommitStatuses::new(agent.clone()),
             agent,
             queue,
             targets: Mutex::default(),
@@ -106,6 +113,8 @@ impl Rollouts {
         let api: Api<Rollout> = Api::namespaced(self.client(), ns);
         let Some(ro) = api.get_opt(name).await.map_err(Error::Read)? else {
             self.samplers.stop(key);
+            self.rollbacks.stop(key);
+            self.statuses.forget(key);
             return Ok(None);
         };
         if !self.governs(&ro).await {
@@ -121,6 +130,9 @@ impl Rollouts {
         {
             obs.obs.metrics_backend = sampler::probe(&self.client(), ns, &run.template).await;
         }
+        obs.obs.git_rollback = self
+            .rollbacks
+            .observe(key, status.failed_revision.as_deref());
         let decision = rollout::step(&ro.spec, &status, &obs.obs, jiff::Timestamp::now());
         if decision.status != status {
             self.write_status(&api, &ro, &decision.status).await?;
@@ -128,7 +140,27 @@ impl Rollouts {
             self.announce(&ro, &status, &decision.status).await;
         }
         self.carry_out(&ro, &obs, &decision).await?;
+        self.post_status(key, &ro, &status, &decision);
         Ok(Some(next_pass(&decision)))
+    }
+
+    /// Asks for the commit status of this pass (posted in the background; never fails a pass).
+    /// A failure waits for the git rollback the same pass asked for, so that it links the PR.
+    fn post_status(&self, key: &Key, ro: &Rollout, before: &RolloutStatus, decision: &Decision) {
+        let st = &decision.status;
+        let git_pending = decision.actions.iter().any(|a| {
+            matches!(a, Action::RequestGitRollback(f)
+                if !self.rollbacks.settled(key, &f.failed_revision))
+        });
+        let post = commit_status::desired(
+            &self.statuses.context(key),
+            before,
+            st,
+            git_pending,
+            self.statuses.dashboard(key).as_deref(),
+        );
+        let repo = ro.labels().get(CONFIG_REPO_LABEL).map(String::as_str);
+        self.statuses.update(key, repo, post);
     }
 
     /// Whether this agent drives `ro`: with a ConfigRepo selector, only Rollouts applied from a
@@ -244,25 +276,7 @@ impl Rollouts {
             tracing::debug!(rollout = %format!("{ns}/{}", key.1), action = ?action_name(action), "carrying out");
             match action {
                 Action::RunAnalysis(req) => self.samplers.ensure(&key, ro, req),
-                Action::RequestGitRollback(failed) => {
-                    // Not wired to `source::rollback` yet: say so where the operator looks.
-                    self.agent
-                        .events
-                        .publish(
-                            &object_ref(ro),
-                            EventNote {
-                                kind: EventKind::Warning,
-                                reason: "GitRollbackNotConfigured",
-                                action: "Rollback",
-                                related: None,
-                                message: format!(
-                                    "git rollback not configured in this agent: revert revision {} by hand ({})",
-                                    failed.failed_revision, failed.reason
-                                ),
-                            },
-                        )
-                        .await;
-                }
+                Action::RequestGitRollback(failed) => self.rollbacks.ensure(&key, ro, failed),
                 Action::SetWeight { canary, baseline } => {
                     let written = router::set_weight(&self.client(), ro, *canary, *baseline).await;
                     // Look again soon: the gateway reports on the new generation within moments.
@@ -334,7 +348,7 @@ pub fn status_body(ro: &Rollout, status: &RolloutStatus) -> serde_json::Value {
 }
 
 /// The reference events about `ro` carry.
-fn object_ref(ro: &Rollout) -> ObjectReference {
+pub(super) fn object_ref(ro: &Rollout) -> ObjectReference {
     ObjectReference {
         api_version: Some(Rollout::api_version(&()).into_owned()),
         kind: Some("Rollout".into()),
@@ -391,6 +405,7 @@ pub async fn run(agent: Arc<Agent>) {
     let ctl = Rollouts::new(agent.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(watch_rollouts(ctl.clone()));
+    tasks.spawn(ctl.statuses.clone().run());
     tasks.spawn(watch_deployments(ctl.clone()));
     for _ in 0..agent.opts.workers.max(1) {
         tasks.spawn(worker(ctl.clone()));
@@ -421,6 +436,8 @@ async fn watch_rollouts(ctl: Arc<Rollouts>) {
                 }
                 ctl.queue.remove(&key);
                 ctl.samplers.stop(&key);
+                ctl.rollbacks.stop(&key);
+                ctl.statuses.forget(&key);
             }
             Ok(_) => {}
             Err(e) => {

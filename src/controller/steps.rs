@@ -345,7 +345,8 @@ impl Agent {
     }
 
     /// Step: record each held template on its Rollout (`status.handoff`, field manager
-    /// `fledge-sync`), where the rollout engine picks it up. Recorded once per template.
+    /// `fledge-sync`), where the rollout engine picks it up. Recorded once per template; a
+    /// template that runs already is recorded too when the Rollout names another one.
     pub(super) async fn hand_off(
         &self,
         commit: &str,
@@ -353,7 +354,7 @@ impl Agent {
         plan: &Plan,
     ) -> Handed {
         let mut out = Handed::default();
-        for h in &plan.handoffs {
+        for h in plan.handoffs.iter().chain(&plan.running) {
             let m = &desired[h.index];
             let api: Api<Rollout> = Api::namespaced(self.client.clone(), &h.rollout.namespace);
             let result = async {

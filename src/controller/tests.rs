@@ -128,7 +128,8 @@ fn agent(client: kube::Client) -> Arc<Agent> {
         selector: None,
         secret_namespaces: Vec::new(),
         workers: 1,
-        cluster: "local".into(),
+        cluster: "test".into(),
+        dashboard_url: None,
     };
     Agent::new(client, opts, Arc::new(Metrics::default()))
 }

@@ -308,7 +308,7 @@ pub fn render_revert_body(r: &RevertReport) -> String {
     }
     let _ = writeln!(
         tail,
-        "**What next:** merge this pull request to keep the stable version, or close it and push a fix: the failed template is not applied again until git changes it. To try the same revision again after fixing its cause elsewhere, run `fledge retry -n {} {}`.",
+        "**What next:** merge this pull request to keep the stable version, or close it and push a fix: the failed template is not applied again until git changes it. To try the same revision again after fixing its cause elsewhere, run `fledge retry {}/{}`.",
         inline(&r.namespace),
         inline(&r.rollout)
     );

@@ -275,7 +275,7 @@ fn revert_body_has_the_verdict_table() {
     assert!(body.contains("**Verdict:** fail, score 40/100"));
     assert!(body.contains("- `cccccccccccc` web: v2"));
     assert!(body.contains("compare/bbbb...aaaa"));
-    assert!(body.contains("fledge retry -n shop web"));
+    assert!(body.contains("fledge retry shop/web"));
     let many = RevertReport {
         rows: vec![r.rows[0].clone(); 5_000],
         ..r

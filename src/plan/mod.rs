@@ -193,6 +193,10 @@ pub struct Plan {
     pub apply: Vec<(usize, Action)>,
     /// Pod-template changes of governed Deployments, for the rollout engine.
     pub handoffs: Vec<Handoff>,
+    /// Governed Deployments whose template in git is the one running: recorded on the Rollout
+    /// too when it names another (git came back to the running template, e.g. a merged revert),
+    /// so the engine sees it. Not a change: the plan is empty without them.
+    pub running: Vec<Handoff>,
     /// Objects already as desired (indices into the desired objects).
     pub unchanged: Vec<usize>,
     /// Objects changed outside git that are left alone (`selfHeal: false`).
@@ -341,6 +345,7 @@ pub fn plan(
     let mut p = Plan {
         apply: Vec::new(),
         handoffs: Vec::new(),
+        running: Vec::new(),
         unchanged: Vec::new(),
         drift_kept: Vec::new(),
         completed: Vec::new(),
@@ -393,6 +398,17 @@ pub fn plan(
                 p.unchanged.push(i);
             }
             continue;
+        }
+        // A governed Deployment already running git's template (e.g. a merged revert): recorded,
+        // so a Rollout still naming another template (RollbackPending) learns git moved on.
+        if let (Some(rollout), Some(th)) = (governors.get(o.key()), o.template_hash())
+            && l.template_hash.as_deref() == Some(th)
+        {
+            p.running.push(Handoff {
+                index: i,
+                rollout: rollout.clone(),
+                template_hash: th.to_owned(),
+            });
         }
         // A governed Deployment running another template: hold it, hand the new one over.
         if let (Some(rollout), Some(th)) = (governors.get(o.key()), o.template_hash())

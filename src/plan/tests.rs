@@ -295,6 +295,21 @@ fn a_rollout_added_in_the_same_commit_governs_its_deployment() {
 }
 
 #[test]
+fn git_back_on_the_running_template_is_no_change_but_is_told_to_the_rollout() {
+    // A merged revert: git's template is the one that runs (the failed one never left the
+    // canary). Nothing to apply, but the Rollout must learn that git moved.
+    let d = vec![deployment("web", "h", "t1"), rollout("web", "web")];
+    let l = BTreeMap::from([(d[0].key.clone(), live_t("h", "m1", "t1"))]);
+    let p = plan(&d, &l, &[inv(&d[0], "m1")], &Policy::default());
+    assert!(
+        p.handoffs.is_empty() && p.apply.iter().all(|(i, _)| *i != 0),
+        "{p:?}"
+    );
+    assert_eq!(p.running.len(), 1);
+    assert_eq!(p.running[0].template_hash, "t1");
+}
+
+#[test]
 fn a_new_governed_deployment_is_created_directly() {
     let d = vec![deployment("web", "h", "t1"), rollout("web", "web")];
     let p = plan(&d, &BTreeMap::new(), &[], &Policy::default());

@@ -42,6 +42,7 @@ pub async fn start_agent(
         secret_namespaces: Vec::new(),
         workers: 4,
         cluster: "local".into(),
+        dashboard_url: None,
     };
     let agent = Agent::new(client, opts, Arc::new(Metrics::default()));
     let task = tokio::spawn(controller::run(
