@@ -14,6 +14,8 @@ pub mod gitea;
 
 pub mod dataplane;
 
+pub mod traffic;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
