@@ -33,18 +33,23 @@ const RPS: f64 = 100.0;
 const SAMPLE: usize = 400;
 /// Each analysis: 4 s warm-up, then a 10 s window sampled every 2 s.
 const STEPS: &str = "[{setWeight: 10}, {analysis: {template: golden, warmup: 4s, duration: 10s}}, {setWeight: 33}, {analysis: {template: golden, warmup: 4s, duration: 10s}}]";
-const FILES: &str = "[ns.yaml, golden.yaml, web.yaml, web-svc.yaml, web-route.yaml, web-rollout.yaml]";
+const FILES: &str =
+    "[ns.yaml, golden.yaml, web.yaml, web-svc.yaml, web-route.yaml, web-rollout.yaml]";
 
-/// The app's repo: namespace, template, Deployment `web` (v1, healthy), Service, route, Rollout.
-fn remote(env: &support::Env, ns: &str, host: &str) -> GitRemote {
+/// The app's repo: namespace, template, Deployment `web` (v1, healthy), Service, route, Rollout
+/// with `steps`.
+fn remote(env: &support::Env, ns: &str, host: &str, steps: &str) -> GitRemote {
     GitRemote::new(&[
         ("fledge.yaml", bundle(ns, FILES)),
         ("ns.yaml", ns_file(ns)),
-        ("golden.yaml", golden_template("golden", env.prometheus_url())),
+        (
+            "golden.yaml",
+            golden_template("golden", env.prometheus_url()),
+        ),
         ("web.yaml", app_deployment("web", REPLICAS, "v1", HEALTHY)),
         ("web-svc.yaml", app_service("web")),
         ("web-route.yaml", app_route("web", host)),
-        ("web-rollout.yaml", rollout("web", STEPS)),
+        ("web-rollout.yaml", rollout("web", steps)),
     ])
 }
 
@@ -66,9 +71,12 @@ async fn serving_v1(s: &Setup, host: &str) -> Load {
     .await;
     wait_serving(&s.client, &s.ns, "app=web", REPLICAS as usize).await;
     let load = Load::start(gateway(&s.env, host, "/"), RPS);
-    load.share_settles("all traffic on stable v1", 300, Duration::from_secs(60), |t| {
-        t.track_share("stable") == 1.0 && t.version_share("v1") == 1.0
-    })
+    load.share_settles(
+        "all traffic on stable v1",
+        300,
+        Duration::from_secs(60),
+        |t| t.track_share("stable") == 1.0 && t.version_share("v1") == 1.0,
+    )
     .await;
     load
 }
@@ -172,7 +180,7 @@ fn metric(st: &RolloutStatus, name: &str) -> fledge::crd::MetricSummary {
 async fn a_healthy_change_moves_real_traffic_10_33_100() {
     let s = setup("rtgood", "rtgood").await;
     let host = format!("{}.test", s.ns);
-    let remote = remote(&s.env, &s.ns, &host);
+    let remote = remote(&s.env, &s.ns, &host, STEPS);
     let _agent = start_agent(
         &s.env,
         &s.agent_ns.name,
@@ -191,13 +199,39 @@ async fn a_healthy_change_moves_real_traffic_10_33_100() {
     assert_eq!(version(&canary).as_deref(), Some("v2"));
     assert_eq!(version(&baseline).as_deref(), Some("v1"));
     let ten = measure_at(&s, &load, 10).await;
+    // The analysis reports its samples in the status while its window runs.
+    rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "samples of the first analysis",
+        30,
+        |st| {
+            st.analysis
+                .as_ref()
+                .is_some_and(|a| a.step == 1 && a.samples >= 3)
+        },
+    )
+    .await;
 
     let st = at_weight(&s, 33).await;
     let first = st.analyses.first().expect("the first analysis recorded");
-    assert_eq!((first.step, first.verdict), (1, VerdictOutcome::Pass), "{st:#?}");
+    assert_eq!(
+        (first.step, first.verdict),
+        (1, VerdictOutcome::Pass),
+        "{st:#?}"
+    );
     let thirty_three = measure_at(&s, &load, 33).await;
 
-    let st = rollout_where(&s.client, &s.ns, "web", "promoted and Healthy", 120, promoted).await;
+    let st = rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "promoted and Healthy",
+        120,
+        promoted,
+    )
+    .await;
     let hundred = all_stable(&load, "v2").await;
     canary_and_baseline_gone(&deployments).await;
     let stable = get(&deployments, "web").await.unwrap();
@@ -222,7 +256,13 @@ async fn a_healthy_change_moves_real_traffic_10_33_100() {
 async fn five_percent_errors_are_stopped_at_the_first_analysis() {
     let s = setup("rterr", "rterr").await;
     let host = format!("{}.test", s.ns);
-    let remote = remote(&s.env, &s.ns, &host);
+    // A 40 s window: the breach of the critical error threshold ends it long before.
+    let remote = remote(
+        &s.env,
+        &s.ns,
+        &host,
+        &STEPS.replacen("duration: 10s", "duration: 40s", 1),
+    );
     let _agent = start_agent(
         &s.env,
         &s.agent_ns.name,
@@ -242,10 +282,27 @@ async fn five_percent_errors_are_stopped_at_the_first_analysis() {
     ];
     commit_v2(&remote, &bad, "web v2 with 5% errors");
     at_weight(&s, 10).await;
+    let window = rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "the first analysis window",
+        60,
+        |st| st.analysis.as_ref().is_some_and(|a| a.end.is_some()),
+    )
+    .await
+    .analysis
+    .unwrap();
+    let end: jiff::Timestamp = window.end.as_deref().unwrap().parse().unwrap();
     let st = rollout_where(&s.client, &s.ns, "web", "RolledBack", 90, |st| {
         st.phase == Phase::RolledBack
     })
     .await;
+    let early = end.duration_since(jiff::Timestamp::now());
+    assert!(
+        early > jiff::SignedDuration::from_secs(15),
+        "rolled back {early:?} before the window's end: the breach decided it while sampling"
+    );
     assert_eq!(
         st.teardown.as_ref().map(|t| t.cause),
         Some(TeardownCause::AnalysisFailed),
@@ -305,7 +362,7 @@ async fn five_percent_errors_are_stopped_at_the_first_analysis() {
 async fn two_hundred_ms_slower_is_stopped_by_the_baseline_comparison_not_the_threshold() {
     let s = setup("rtslow", "rtslow").await;
     let host = format!("{}.test", s.ns);
-    let remote = remote(&s.env, &s.ns, &host);
+    let remote = remote(&s.env, &s.ns, &host, STEPS);
     let _agent = start_agent(
         &s.env,
         &s.agent_ns.name,
@@ -392,7 +449,7 @@ impl Drop for AgentProcess {
 async fn an_agent_killed_during_an_analysis_is_resumed_with_the_same_canary_and_run() {
     let s = setup("rtkill", "rtkill").await;
     let host = format!("{}.test", s.ns);
-    let remote = remote(&s.env, &s.ns, &host);
+    let remote = remote(&s.env, &s.ns, &host, STEPS);
     let mut agent = AgentProcess::start(&s);
     create_repo(&s.client, &s.repo, &s.id, &remote.url(), ".").await;
     let load = serving_v1(&s, &host).await;
@@ -402,15 +459,23 @@ async fn an_agent_killed_during_an_analysis_is_resumed_with_the_same_canary_and_
     commit_v2(&remote, HEALTHY, "web v2");
     at_weight(&s, 10).await;
     // Kill it while the first analysis samples its window (started, not yet judged).
-    let st = rollout_where(&s.client, &s.ns, "web", "the first analysis running", 60, |st| {
-        let now = jiff::Timestamp::now();
-        let running = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok());
-        st.analysis.as_ref().is_some_and(|a| {
-            a.step == 1
-                && running(&a.start).is_some_and(|t| t <= now)
-                && running(&a.end).is_some_and(|t| t > now + jiff::SignedDuration::from_secs(2))
-        })
-    })
+    let st = rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "the first analysis running",
+        60,
+        |st| {
+            let now = jiff::Timestamp::now();
+            let running =
+                |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            st.analysis.as_ref().is_some_and(|a| {
+                a.step == 1
+                    && running(&a.start).is_some_and(|t| t <= now)
+                    && running(&a.end).is_some_and(|t| t > now + jiff::SignedDuration::from_secs(2))
+            })
+        },
+    )
     .await;
     agent.kill9();
     let run = st.analysis.clone().unwrap();
@@ -420,7 +485,15 @@ async fn an_agent_killed_during_an_analysis_is_resumed_with_the_same_canary_and_
         .expect("a canary");
 
     let _agent = AgentProcess::start(&s);
-    let st = rollout_where(&s.client, &s.ns, "web", "promoted by the new agent", 120, promoted).await;
+    let st = rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "promoted by the new agent",
+        120,
+        promoted,
+    )
+    .await;
     all_stable(&load, "v2").await;
     canary_and_baseline_gone(&deployments).await;
     assert_eq!(

@@ -74,7 +74,9 @@ const RATE: &str = "10s";
 /// - `error-ratio` (critical): 5xx share of the canary's requests, at most 1%;
 /// - `latency-p99`: the canary's p99 latency at most 1 s (a threshold-only gate);
 /// - `latency-p99-vs-baseline` (critical): the canary's p99 not higher than the baseline's by
-///   more than 25% (Mann–Whitney over the samples).
+///   more than 100% (Mann–Whitney over the samples). The p99 of 20 ms requests
+///   moves between 25 and 75 ms on the shared 2-core test machine, for canary and baseline alike;
+///   +200 ms is ten times that.
 pub fn golden_template(name: &str, prometheus: &str) -> String {
     let sel = format!(
         "namespace=\"{{{{namespace}}}}\",service=\"{{{{service}}}}\",track=\"{{{{track}}}}\""
@@ -103,7 +105,7 @@ spec:
   - name: latency-p99-vs-baseline
     critical: true
     query: '{p99}'
-    compare: {{fail: increase, tolerance: 0.25}}
+    compare: {{fail: increase, tolerance: 1.0}}
 "
     )
 }
@@ -193,11 +195,8 @@ impl Load {
                 tokio::spawn(async move {
                     let sent = Instant::now();
                     let r = split::get(&t).await.ok();
-                    let header = |name: &str| {
-                        r.as_ref()
-                            .and_then(|r| r.header(name))
-                            .map(str::to_owned)
-                    };
+                    let header =
+                        |name: &str| r.as_ref().and_then(|r| r.header(name)).map(str::to_owned);
                     let record = Record {
                         sent,
                         status: r.as_ref().map(|r| r.status),
