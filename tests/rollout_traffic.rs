@@ -199,8 +199,9 @@ async fn a_healthy_change_moves_real_traffic_10_33_100() {
     assert_eq!(version(&canary).as_deref(), Some("v2"));
     assert_eq!(version(&baseline).as_deref(), Some("v1"));
     let ten = measure_at(&s, &load, 10).await;
-    // The analysis reports its samples in the status while its window runs.
-    rollout_where(
+    // The analysis reports its samples and per-metric results in the status while its window
+    // runs (before any verdict).
+    let st = rollout_where(
         &s.client,
         &s.ns,
         "web",
@@ -209,10 +210,26 @@ async fn a_healthy_change_moves_real_traffic_10_33_100() {
         |st| {
             st.analysis
                 .as_ref()
-                .is_some_and(|a| a.step == 1 && a.samples >= 3)
+                .is_some_and(|a| a.step == 1 && a.samples >= 3 && a.metrics.len() == 3)
         },
     )
     .await;
+    assert!(st.analyses.is_empty(), "no verdict yet: {st:#?}");
+    let running = &st.analysis.as_ref().unwrap().metrics;
+    let names: Vec<_> = running.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["error-ratio", "latency-p99", "latency-p99-vs-baseline"]
+    );
+    assert_eq!(
+        running[0].canary,
+        Some(0.0),
+        "no errors so far: {running:?}"
+    );
+    assert!(
+        running[1].canary.is_some_and(|p99| p99 > 0.02 && p99 < 1.0),
+        "the canary's p99 so far, above its 20 ms: {running:?}"
+    );
 
     let st = at_weight(&s, 33).await;
     let first = st.analyses.first().expect("the first analysis recorded");
@@ -298,10 +315,10 @@ async fn five_percent_errors_are_stopped_at_the_first_analysis() {
         st.phase == Phase::RolledBack
     })
     .await;
-    let early = end.duration_since(jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
     assert!(
-        early > jiff::SignedDuration::from_secs(15),
-        "rolled back {early:?} before the window's end: the breach decided it while sampling"
+        end.duration_since(now) > jiff::SignedDuration::from_secs(15),
+        "rolled back at {now}, the window ends at {end}: the breach should have decided it while sampling"
     );
     assert_eq!(
         st.teardown.as_ref().map(|t| t.cause),
@@ -312,12 +329,17 @@ async fn five_percent_errors_are_stopped_at_the_first_analysis() {
         panic!("exactly one analysis ran: {st:#?}");
     };
     assert_eq!((a.step, a.verdict), (1, VerdictOutcome::Fail), "{st:#?}");
-    assert!(a.reason.contains("error-ratio"), "{st:#?}");
+    // Named, with the judge that caught it: the threshold, breached in real samples.
+    assert!(
+        a.reason.contains("critical metric error-ratio high")
+            && a.reason.contains("above max 0.01"),
+        "{st:#?}"
+    );
     let errors = metric(&st, "error-ratio");
     assert_eq!(errors.result, "high", "{st:#?}");
     assert!(
-        errors.canary.is_some_and(|r| r > 0.01 && r < 0.2),
-        "the canary's measured error ratio: {errors:?}"
+        errors.canary.is_some_and(|r| r > 0.0 && r < 0.2),
+        "the median of the canary's error-ratio samples: {errors:?}"
     );
     assert!(
         st.teardown

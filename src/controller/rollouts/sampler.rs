@@ -3,8 +3,8 @@
 //! range queries, one sample per `interval` per track). The result feeds `Observations.analysis`.
 //!
 //! While the window runs, every `interval` the part of it already past is evaluated again (same
-//! start, so the same sample times as the final evaluation): the real sample counts go to the
-//! status (`analysis.samples`), and a verdict that more samples cannot change — a critical
+//! start, so the same sample times as the final evaluation): the real sample counts and the
+//! per-metric results so far go to the status (`analysis.samples`, `analysis.metrics`), and a verdict that more samples cannot change — a critical
 //! metric out of its threshold bounds more often than its `failureLimit` — ends the run early,
 //! so a bad canary stops taking traffic at once instead of at the window's end. A query error
 //! in such an evaluation is no verdict at all: the run goes on, and only the final evaluation
@@ -17,19 +17,23 @@ use super::Key;
 use crate::analysis::query::{Params, Window};
 use crate::analysis::{MetricOutcome, Outcome, Verdict, analyze};
 use crate::controller::queue::Queue;
-use crate::crd::{AnalysisTemplate, AnalysisTemplateSpec, Rollout};
+use crate::crd::{AnalysisTemplate, AnalysisTemplateSpec, MetricSummary, Rollout};
 use crate::duration;
-use crate::rollout::{AnalysisObs, AnalysisRequest, AnalysisResult, BackendHealth, Track};
+use crate::rollout::{
+    AnalysisObs, AnalysisRequest, AnalysisResult, BackendHealth, Track, summarize,
+};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What a run reports while it goes: samples per track so far, then the result.
+/// What a run reports while it goes: samples per track and per-metric results so far, then the
+/// result.
 #[derive(Debug, Default)]
 struct Progress {
     samples: u32,
+    metrics: Vec<MetricSummary>,
     result: Option<AnalysisResult>,
 }
 
@@ -69,6 +73,7 @@ impl Samplers {
         Some(AnalysisObs {
             run_id: run.run_id.clone(),
             samples: p.samples,
+            metrics: p.metrics.clone(),
             result: p.result.clone(),
         })
     }
@@ -197,7 +202,8 @@ impl Job {
                 continue;
             };
             if let Some(n) = samples(&spec, &v) {
-                self.report_samples(n);
+                let metrics = summarize(self.req.step, name, &self.req.run_id, &v).metrics;
+                self.report(n, metrics);
             }
             if decided(&v) {
                 let mut v = v;
@@ -211,11 +217,13 @@ impl Job {
         None
     }
 
-    /// Records the sample count and asks for a pass, so the status shows it.
-    fn report_samples(&self, n: u32) {
+    /// Records the sample count and the per-metric results so far, and asks for a pass when
+    /// they changed, so the status shows them.
+    fn report(&self, n: u32, metrics: Vec<MetricSummary>) {
         let changed = match self.progress.lock() {
-            Ok(mut p) if p.samples != n => {
+            Ok(mut p) if p.samples != n || p.metrics != metrics => {
                 p.samples = n;
+                p.metrics = metrics;
                 true
             }
             _ => false,
