@@ -78,9 +78,7 @@ const RATE: &str = "10s";
 ///   moves between 25 and 75 ms on the shared 2-core test machine, for canary and baseline alike;
 ///   +200 ms is ten times that.
 pub fn golden_template(name: &str, prometheus: &str) -> String {
-    let sel = format!(
-        "namespace=\"{{{{namespace}}}}\",service=\"{{{{service}}}}\",track=\"{{{{track}}}}\""
-    );
+    let sel = r#"namespace="{{namespace}}",service="{{service}}",track="{{track}}""#;
     let p99 = format!(
         "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{{sel}}}[{RATE}])))"
     );
@@ -259,10 +257,13 @@ impl Load {
     }
 }
 
+/// What was seen of one Deployment name: its uids and the largest `spec.replicas`.
+type SeenName = (std::collections::BTreeSet<String>, i32);
+
 /// Every Deployment ever seen in a namespace while it lives (a watch, so short-lived objects
 /// count too): per name, the uids and the largest `spec.replicas`.
 pub struct Seen {
-    by_name: Arc<Mutex<BTreeMap<String, (std::collections::BTreeSet<String>, i32)>>>,
+    by_name: Arc<Mutex<BTreeMap<String, SeenName>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -294,8 +295,7 @@ impl Seen {
                 };
                 let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 if let Ok(mut m) = out.lock() {
-                    let e: &mut (std::collections::BTreeSet<String>, i32) =
-                        m.entry(name).or_default();
+                    let e: &mut SeenName = m.entry(name).or_default();
                     e.0.insert(uid);
                     e.1 = e.1.max(replicas);
                 }
@@ -320,5 +320,45 @@ impl Seen {
             .ok()
             .and_then(|m| m.get(name).map(|e| e.1))
             .unwrap_or(0)
+    }
+}
+
+/// Every status Rollout `ns/name` had while this lives (a watch: each write is seen, however
+/// short-lived), in order.
+pub struct StatusLog {
+    seen: Arc<Mutex<Vec<fledge::crd::RolloutStatus>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StatusLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StatusLog {
+    pub fn start(client: &kube::Client, ns: &str, name: &str) -> StatusLog {
+        use futures_util::StreamExt;
+        use kube::runtime::watcher;
+        let api: kube::Api<fledge::crd::Rollout> = kube::Api::namespaced(client.clone(), ns);
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let seen: Arc<Mutex<Vec<_>>> = Arc::default();
+        let out = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher::watcher(api, config).boxed();
+            while let Some(ev) = stream.next().await {
+                if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = ev
+                    && let Ok(mut o) = out.lock()
+                {
+                    o.push(r.status.unwrap_or_default());
+                }
+            }
+        });
+        StatusLog { seen, task }
+    }
+
+    /// The statuses seen so far.
+    pub fn all(&self) -> Vec<fledge::crd::RolloutStatus> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
