@@ -311,7 +311,7 @@ pub struct Teardown {
 }
 
 /// The analysis of the current step: its window and how far it got.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRunStatus {
     /// Identity of the run, `<attempt>-<step>-<try>`: the controller keeps one sampler per id.
@@ -330,6 +330,10 @@ pub struct AnalysisRunStatus {
     /// Samples collected so far (per track, as reported by the sampler).
     #[serde(default)]
     pub samples: u32,
+    /// Per-metric results over the samples so far (canary and baseline medians), updated every
+    /// interval while the window runs; the verdict comes at the window's end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSummary>,
     /// Automatic retries made after inconclusive results.
     #[serde(default)]
     pub retries: u32,

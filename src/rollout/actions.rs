@@ -409,6 +409,7 @@ pub(super) fn record_observed(st: &mut RolloutStatus, cx: &Cx) {
         && let Some(a) = cx.obs.analysis.as_ref().filter(|a| a.run_id == run.run_id)
     {
         run.samples = a.samples;
+        run.metrics = a.metrics.clone();
     }
     st.message = Some(message(st));
 }

@@ -222,6 +222,7 @@ impl World {
                     (self.now.as_second() - (end.as_second() - 600)).max(0) / 30,
                 )
                 .unwrap_or(0),
+                metrics: Vec::new(),
                 result: (self.now >= *end).then(|| verdict(*s)),
             })
         });

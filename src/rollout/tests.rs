@@ -103,6 +103,7 @@ pub(super) fn judged(
     o.analysis = Some(AnalysisObs {
         run_id: run.run_id.clone(),
         samples: 20,
+        metrics: Vec::new(),
         result: Some(result),
     });
     let now = now + SignedDuration::from_secs(11 * 60 + 1);
@@ -428,6 +429,7 @@ fn automatic_retries_are_bounded() {
             o.analysis = Some(AnalysisObs {
                 run_id: run.run_id,
                 samples: 0,
+                metrics: Vec::new(),
                 result: Some(verdict(Outcome::Inconclusive, 0.0)),
             });
             st = step(&spec, &st, &o, now + SignedDuration::from_secs(3600)).status;

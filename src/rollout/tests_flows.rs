@@ -358,7 +358,7 @@ proptest! {
                     5 => Some(AnalysisResult::Unavailable { reason: "x".into() }),
                     _ => None,
                 };
-                o.analysis = Some(AnalysisObs { run_id: run.run_id.clone(), samples: 3, result });
+                o.analysis = Some(AnalysisObs { run_id: run.run_id.clone(), samples: 3, metrics: Vec::new(), result });
             }
             o.request = ["", "promote", "abort", "retry", "pause", "resume"].get(req as usize)
                 .filter(|v| !v.is_empty()).map(|v| format!("{v}@{k}"));

@@ -83,6 +83,8 @@ pub struct AnalysisObs {
     pub run_id: String,
     /// Samples collected so far (per track).
     pub samples: u32,
+    /// Per-metric results over the samples so far, while the window runs.
+    pub metrics: Vec<crate::crd::MetricSummary>,
     /// Set once the run is complete.
     pub result: Option<AnalysisResult>,
 }

@@ -16,6 +16,8 @@ pub mod dataplane;
 
 pub mod browser;
 
+pub mod traffic;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
