@@ -31,6 +31,7 @@ use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 pub use act::{ActError, workload_body};
 pub use sampler::Samplers;
@@ -69,6 +70,9 @@ pub struct Rollouts {
     samplers: Samplers,
     /// Stable Deployment `(namespace, name)` → Rollout names targeting it (watch routing).
     targets: Mutex<HashMap<Key, String>>,
+    /// When a watch event about each queued Rollout was first observed and not yet acted on
+    /// (`fledge_rollout_reaction_seconds` starts there).
+    observed: Mutex<HashMap<Key, Instant>>,
 }
 
 impl Rollouts {
@@ -80,6 +84,7 @@ impl Rollouts {
             agent,
             queue,
             targets: Mutex::default(),
+            observed: Mutex::default(),
         })
     }
 
@@ -90,6 +95,26 @@ impl Rollouts {
     /// Asks for a pass over `key` after `delay`.
     pub fn push(&self, key: &Key, delay: Duration) {
         self.queue.push(key, delay);
+    }
+
+    /// A watch event about `key` was observed now: queues it after `delay` and starts the
+    /// reaction clock (the earliest unhandled observation counts).
+    fn push_observed(&self, key: &Key, delay: Duration) {
+        self.note_observed(key, Instant::now());
+        self.push(key, delay);
+    }
+
+    fn note_observed(&self, key: &Key, at: Instant) {
+        if let Ok(mut o) = self.observed.lock() {
+            let slot = o.entry(key.clone()).or_insert(at);
+            *slot = (*slot).min(at);
+        }
+    }
+
+    /// The pending observation of `key`, taken by the pass that starts now (events observed
+    /// during the pass start a new clock, measured by the next pass).
+    fn take_observed(&self, key: &Key) -> Option<Instant> {
+        self.observed.lock().ok()?.remove(key)
     }
 
     /// One pass over a Rollout. Returns when to look again (`None`: on the next watch event).
@@ -395,7 +420,7 @@ async fn watch_rollouts(ctl: Arc<Rollouts>) {
                         key.1.clone(),
                     );
                 }
-                ctl.push(&key, Duration::ZERO);
+                ctl.push_observed(&key, Duration::ZERO);
             }
             Ok(watcher::Event::Delete(r)) => {
                 let key = (r.namespace().unwrap_or_default(), r.name_any());
@@ -403,6 +428,7 @@ async fn watch_rollouts(ctl: Arc<Rollouts>) {
                     t.remove(&(key.0.clone(), r.spec.target_ref.name.clone()));
                 }
                 ctl.queue.remove(&key);
+                ctl.take_observed(&key);
                 ctl.samplers.stop(&key);
             }
             Ok(_) => {}
@@ -440,7 +466,7 @@ async fn watch_deployments(ctl: Arc<Rollouts>) {
             .ok()
             .and_then(|t| t.get(&(ns.clone(), d.name_any())).cloned());
         for name in owner.into_iter().chain(target) {
-            ctl.push(&(ns.clone(), name), Duration::from_millis(100));
+            ctl.push_observed(&(ns.clone(), name), Duration::from_millis(100));
         }
     }
 }
@@ -450,8 +476,20 @@ async fn watch_deployments(ctl: Arc<Rollouts>) {
 async fn worker(ctl: Arc<Rollouts>) {
     loop {
         let key = ctl.queue.pop().await;
+        let observed = ctl.take_observed(&key);
         let (c, k) = (ctl.clone(), key.clone());
-        let next = match tokio::spawn(async move { c.reconcile(&k).await }).await {
+        let result = tokio::spawn(async move { c.reconcile(&k).await }).await;
+        match (&result, observed) {
+            (Ok(Ok(_)), Some(at)) => ctl
+                .agent
+                .metrics
+                .rollout_reaction
+                .observe(at.elapsed().as_secs_f64()),
+            // The pass did not finish its work: the observation waits for the one that does.
+            (_, Some(at)) => ctl.note_observed(&key, at),
+            (_, None) => {}
+        }
+        let next = match result {
             Ok(Ok(next)) => next,
             Ok(Err(Error::WriteStatus(kube::Error::Api(e)))) if e.code == 409 => {
                 // Someone (sync's hand-off, a request) wrote the Rollout since it was read: the

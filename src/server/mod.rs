@@ -93,6 +93,10 @@ pub struct Metrics {
     pub rollout_phase: Family<RolloutPhase, Gauge>,
     /// Rollouts aborted, by teardown cause (a fixed set).
     pub rollout_aborts: Family<ReasonLabel, Counter>,
+    /// Seconds from a watch event about a Rollout or one of its Deployments (the moment the
+    /// rollout controller queues the Rollout) to the end of the pass it triggered (status
+    /// written, every action carried out). See docs/performance.md.
+    pub rollout_reaction: Histogram,
 }
 
 impl Default for Metrics {
@@ -109,6 +113,12 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let rollout_phase = Family::<RolloutPhase, Gauge>::default();
         let rollout_aborts = Family::<ReasonLabel, Counter>::default();
+        let rollout_reaction = Histogram::new(REACTION_BUCKETS);
+        registry.register(
+            "rollout_reaction_seconds",
+            "Seconds from a watch event about a Rollout or its workloads to the end of the pass it triggered",
+            rollout_reaction.clone(),
+        );
         registry.register(
             "rollout_phase",
             "1 for the phase each Rollout is in",
@@ -170,9 +180,15 @@ impl Default for Metrics {
             leader,
             rollout_phase,
             rollout_aborts,
+            rollout_reaction,
         }
     }
 }
+
+/// Buckets of `fledge_rollout_reaction_seconds`: fine below a second, where the target is.
+const REACTION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+];
 
 /// Phases a Rollout can be in (labels of `fledge_rollout_phase`).
 const ROLLOUT_PHASES: [&str; 7] = [
