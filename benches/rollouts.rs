@@ -12,8 +12,16 @@
 //!   baseline both available to the moment it sees the Rollout move to the next step; and from
 //!   the stable Deployment seen rolled out on the new template to the canary seen deleted.
 //!
-//! `cargo bench --bench rollouts` runs 200 rollouts; under `cargo test` it runs 4.
-//! `FLEDGE_BENCH_ROLLOUTS` overrides the count; `FLEDGE_BENCH_AGENT_LOG=<file>` keeps the log.
+//! Then the peer, Argo Rollouts' controller, on the same N rollouts (`rollouts/argo.rs`), and
+//! the ratios.
+//!
+//! `cargo bench --bench rollouts` runs 200 rollouts (and builds the peer if needed); under
+//! `cargo test` it runs 4 (the peer only if already built: it says so when it is not).
+//! `FLEDGE_BENCH_ROLLOUTS` overrides the count; `FLEDGE_BENCH_AGENT_LOG=<file>` and
+//! `FLEDGE_BENCH_PEER_LOG=<file>` keep the logs.
+
+#[path = "rollouts/argo.rs"]
+mod argo;
 
 use fledge::crd::{Phase, Rollout, VerdictOutcome};
 use futures_util::StreamExt;
@@ -28,6 +36,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TEMPLATE_HASH: &str = "fledge.dev/template-hash";
+
+/// What one side measured, for the ratios.
+pub struct Outcome {
+    wall: Duration,
+    cpu: f64,
+    rss_kib: u64,
+    /// Outside reaction, workloads available → next step seen.
+    p50: f64,
+    p99: f64,
+}
 
 fn env_vars() -> BTreeMap<String, String> {
     let state = std::env::var("FLEDGE_ENV_STATE")
@@ -562,4 +580,27 @@ async fn main() {
     );
     assert_eq!(to_cleanup.len(), n, "every canary's deletion was seen");
     assert!(passes >= n as f64, "the reaction histogram counted passes");
+    let ours = Outcome {
+        wall,
+        cpu,
+        rss_kib: rss,
+        p50: percentile(&to_next_step, 0.5),
+        p99: percentile(&to_next_step, 0.99),
+    };
+
+    let Some(peer) = argo::installed(bench) else {
+        println!(
+            "  peer not run: Argo Rollouts is not built (benches/setup-argo-rollouts builds it; `cargo bench` runs it)"
+        );
+        return;
+    };
+    let theirs = argo::run(&peer, &env, &kube, &id, n, limit).await;
+    println!(
+        "  ratios Argo Rollouts / fledge: wall {:.2}x, CPU {:.2}x, peak RSS {:.2}x, outside reaction p50 {:.2}x, p99 {:.2}x",
+        theirs.wall.as_secs_f64() / ours.wall.as_secs_f64(),
+        theirs.cpu / ours.cpu,
+        theirs.rss_kib as f64 / ours.rss_kib as f64,
+        theirs.p50 / ours.p50,
+        theirs.p99 / ours.p99
+    );
 }

@@ -13,6 +13,7 @@
 //! [`Action`]s, `sampler` runs the analyses.
 
 mod act;
+mod metrics;
 mod observe;
 mod sampler;
 #[cfg(test)]
@@ -138,12 +139,18 @@ impl Rollouts {
         {
             obs.obs.metrics_backend = sampler::probe(&self.client(), ns, &run.template).await;
         }
-        let decision = rollout::step(&ro.spec, &status, &obs.obs, jiff::Timestamp::now());
+        let now = jiff::Timestamp::now();
+        let decision = rollout::step(&ro.spec, &status, &obs.obs, now);
         if decision.status != status {
             self.write_status(&api, &ro, &decision.status).await?;
             crate::failpoint::hit("rollout-after-status");
+            self.record_transition(&ro, &status, &decision.status, now);
             self.announce(&ro, &status, &decision.status).await;
         }
+        // Every pass, not only on a change: a restarted agent reports every Rollout at once.
+        self.agent
+            .metrics
+            .set_rollout_phase(ns, name, phase_name(decision.status.phase));
         self.carry_out(&ro, &obs, &decision).await?;
         Ok(Some(next_pass(&decision)))
     }
@@ -183,18 +190,31 @@ impl Rollouts {
         Ok(())
     }
 
-    /// Events and metrics for a phase change.
+    /// Step durations and verdicts of a written transition.
+    fn record_transition(
+        &self,
+        ro: &Rollout,
+        before: &RolloutStatus,
+        after: &RolloutStatus,
+        now: jiff::Timestamp,
+    ) {
+        let t = metrics::transition(&ro.spec.steps, before, after, now);
+        if let Some((kind, secs)) = t.step_ended {
+            self.agent.metrics.observe_rollout_step(kind, secs);
+        }
+        for v in t.verdicts {
+            self.agent.metrics.count_rollout_verdict(v);
+        }
+    }
+
+    /// Events and abort counts for a phase change.
     async fn announce(&self, ro: &Rollout, before: &RolloutStatus, after: &RolloutStatus) {
         let phase_changed = before.phase != after.phase;
         let step_changed = before.current_step != after.current_step;
         if !phase_changed && !step_changed {
             return;
         }
-        let ns = ro.namespace().unwrap_or_default();
         if phase_changed {
-            self.agent
-                .metrics
-                .set_rollout_phase(&ns, &ro.name_any(), phase_name(after.phase));
             let torn = |p: Phase| {
                 matches!(
                     p,
@@ -430,6 +450,7 @@ async fn watch_rollouts(ctl: Arc<Rollouts>) {
                 ctl.queue.remove(&key);
                 ctl.take_observed(&key);
                 ctl.samplers.stop(&key);
+                ctl.agent.metrics.forget_rollout(&key.0, &key.1);
             }
             Ok(_) => {}
             Err(e) => {

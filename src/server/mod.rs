@@ -55,6 +55,11 @@ pub struct RolloutPhase {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepKindLabel {
+    pub step_kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
     pub method: String,
 }
@@ -97,6 +102,12 @@ pub struct Metrics {
     /// rollout controller queues the Rollout) to the end of the pass it triggered (status
     /// written, every action carried out). See docs/performance.md.
     pub rollout_reaction: Histogram,
+    /// Seconds each rollout step ran, by kind (`setWeight`, `pause`, `analysis`,
+    /// `setCanaryScale`), observed when the step ends.
+    pub rollout_step_duration: Family<StepKindLabel, Histogram>,
+    /// Analysis verdicts recorded in Rollout statuses, by result (`Pass`, `Marginal`, `Fail`,
+    /// `Inconclusive`).
+    pub rollout_verdicts: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -114,6 +125,23 @@ impl Default for Metrics {
         let rollout_phase = Family::<RolloutPhase, Gauge>::default();
         let rollout_aborts = Family::<ReasonLabel, Counter>::default();
         let rollout_reaction = Histogram::new(REACTION_BUCKETS);
+        let rollout_step_duration =
+            Family::<StepKindLabel, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                ])
+            });
+        let rollout_verdicts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "rollout_step_duration_seconds",
+            "Seconds each rollout step ran, by step kind",
+            rollout_step_duration.clone(),
+        );
+        registry.register(
+            "rollout_analysis_verdicts",
+            "Analysis verdicts of rollout steps, by result",
+            rollout_verdicts.clone(),
+        );
         registry.register(
             "rollout_reaction_seconds",
             "Seconds from a watch event about a Rollout or its workloads to the end of the pass it triggered",
@@ -181,6 +209,8 @@ impl Default for Metrics {
             rollout_phase,
             rollout_aborts,
             rollout_reaction,
+            rollout_step_duration,
+            rollout_verdicts,
         }
     }
 }
@@ -214,6 +244,35 @@ impl Metrics {
                 .get_or_create(&label)
                 .set(i64::from(p == phase));
         }
+    }
+
+    /// Drops the `fledge_rollout_phase` series of a deleted Rollout.
+    pub fn forget_rollout(&self, namespace: &str, rollout: &str) {
+        for p in ROLLOUT_PHASES {
+            self.rollout_phase.remove(&RolloutPhase {
+                namespace: namespace.into(),
+                rollout: rollout.into(),
+                phase: p.into(),
+            });
+        }
+    }
+
+    /// Observes a finished step of kind `step_kind` that ran `seconds`.
+    pub fn observe_rollout_step(&self, step_kind: &str, seconds: f64) {
+        self.rollout_step_duration
+            .get_or_create(&StepKindLabel {
+                step_kind: step_kind.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts one analysis verdict (`Pass`, `Marginal`, `Fail`, `Inconclusive`).
+    pub fn count_rollout_verdict(&self, result: &str) {
+        self.rollout_verdicts
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Counts an abort; `cause` is a teardown cause (`AnalysisFailed`, `Aborted`, …).
