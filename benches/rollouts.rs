@@ -72,6 +72,7 @@ fn kubectl_apply(env: &BTreeMap<String, String>, body: &[u8]) {
             "--server-side",
             "--field-manager",
             "fledge",
+            "--force-conflicts",
             "-f",
             "-",
         ])

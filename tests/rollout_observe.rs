@@ -28,18 +28,28 @@ fn kubectl_get_fro(env: &Env, ns: &str, name: &str) -> Vec<(String, String)> {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut lines = text.lines();
-    let header: Vec<String> = lines
-        .next()
-        .unwrap_or_default()
+    let header = lines.next().unwrap_or_default();
+    // kubectl left-aligns each cell under its header word; an empty cell is blank.
+    let starts: Vec<(usize, &str)> = header
         .split_whitespace()
-        .map(str::to_owned)
+        .scan(0, |from, word| {
+            let at = *from + header[*from..].find(word)?;
+            *from = at + word.len();
+            Some((at, word))
+        })
         .collect();
     let row = lines
         .find(|l| l.split_whitespace().next() == Some(name))
         .unwrap_or_else(|| panic!("no row {name} in:\n{text}"));
-    let cells: Vec<String> = row.split_whitespace().map(str::to_owned).collect();
-    assert_eq!(header.len(), cells.len(), "one cell per column:\n{text}");
-    header.into_iter().zip(cells).collect()
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, (at, word))| {
+            let end = starts.get(i + 1).map_or(row.len(), |(next, _)| *next);
+            let value = row.get(*at..end.min(row.len())).unwrap_or("").trim();
+            ((*word).to_owned(), value.to_owned())
+        })
+        .collect()
 }
 
 fn cell<'a>(row: &'a [(String, String)], col: &str) -> &'a str {
@@ -135,6 +145,8 @@ async fn kubectl_get_fro_conditions_and_metrics_follow_a_rollout() {
 
     // `kubectl get fro` shows what the status says, in the default columns.
     let row = kubectl_get_fro(&env, &ns, "web");
+    let now = support::rollout::rollout_where(&client, &ns, "web", "read back", 5, |_| true).await;
+    assert_eq!(now.phase, Phase::Paused, "still paused: {now:#?}");
     assert_eq!(cell(&row, "PHASE"), "Paused", "{row:?}");
     assert_eq!(cell(&row, "STEP"), "3/3", "{row:?}");
     assert_eq!(Some(cell(&row, "WEIGHT")), st.weight.as_deref(), "{row:?}");
