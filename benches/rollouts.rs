@@ -511,7 +511,7 @@ async fn main() {
                 .is_some_and(|a| a.verdict == VerdictOutcome::Pass)
         })
         .count();
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut to_next_step: Vec<f64> = seen
         .values()
         .filter_map(|s| {
