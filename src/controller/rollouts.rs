@@ -15,6 +15,7 @@
 //! the git rollback a failure asks for, and `super::commit_status` shows each pass on the commit.
 
 mod act;
+mod metrics;
 mod observe;
 mod router;
 mod sampler;
@@ -37,6 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 pub use act::{ActError, workload_body};
 pub use sampler::Samplers;
@@ -82,6 +84,9 @@ pub struct Rollouts {
     statuses: Arc<CommitStatuses>,
     /// Stable Deployment `(namespace, name)` → Rollout names targeting it (watch routing).
     targets: Mutex<HashMap<Key, String>>,
+    /// When a watch event about each queued Rollout was first observed and not yet acted on
+    /// (`fledge_rollout_reaction_seconds` starts there).
+    observed: Mutex<HashMap<Key, Instant>>,
 }
 
 impl Rollouts {
@@ -95,6 +100,7 @@ impl Rollouts {
             agent,
             queue,
             targets: Mutex::default(),
+            observed: Mutex::default(),
         })
     }
 
@@ -105,6 +111,26 @@ impl Rollouts {
     /// Asks for a pass over `key` after `delay`.
     pub fn push(&self, key: &Key, delay: Duration) {
         self.queue.push(key, delay);
+    }
+
+    /// A watch event about `key` was observed now: queues it after `delay` and starts the
+    /// reaction clock (the earliest unhandled observation counts).
+    fn push_observed(&self, key: &Key, delay: Duration) {
+        self.note_observed(key, Instant::now());
+        self.push(key, delay);
+    }
+
+    fn note_observed(&self, key: &Key, at: Instant) {
+        if let Ok(mut o) = self.observed.lock() {
+            let slot = o.entry(key.clone()).or_insert(at);
+            *slot = (*slot).min(at);
+        }
+    }
+
+    /// The pending observation of `key`, taken by the pass that starts now (events observed
+    /// during the pass start a new clock, measured by the next pass).
+    fn take_observed(&self, key: &Key) -> Option<Instant> {
+        self.observed.lock().ok()?.remove(key)
     }
 
     /// One pass over a Rollout. Returns when to look again (`None`: on the next watch event).
@@ -133,12 +159,18 @@ impl Rollouts {
         obs.obs.git_rollback = self
             .rollbacks
             .observe(key, status.failed_revision.as_deref());
-        let decision = rollout::step(&ro.spec, &status, &obs.obs, jiff::Timestamp::now());
+        let now = jiff::Timestamp::now();
+        let decision = rollout::step(&ro.spec, &status, &obs.obs, now);
         if decision.status != status {
             self.write_status(&api, &ro, &decision.status).await?;
             crate::failpoint::hit("rollout-after-status");
+            self.record_transition(&ro, &status, &decision.status, now);
             self.announce(&ro, &status, &decision.status).await;
         }
+        // Every pass, not only on a change: a restarted agent reports every Rollout at once.
+        self.agent
+            .metrics
+            .set_rollout_phase(ns, name, phase_name(decision.status.phase));
         self.carry_out(&ro, &obs, &decision).await?;
         self.post_status(key, &ro, &status, &decision);
         Ok(Some(next_pass(&decision)))
@@ -198,18 +230,31 @@ impl Rollouts {
         Ok(())
     }
 
-    /// Events and metrics for a phase change.
+    /// Step durations and verdicts of a written transition.
+    fn record_transition(
+        &self,
+        ro: &Rollout,
+        before: &RolloutStatus,
+        after: &RolloutStatus,
+        now: jiff::Timestamp,
+    ) {
+        let t = metrics::transition(&ro.spec.steps, before, after, now);
+        if let Some((kind, secs)) = t.step_ended {
+            self.agent.metrics.observe_rollout_step(kind, secs);
+        }
+        for v in t.verdicts {
+            self.agent.metrics.count_rollout_verdict(v);
+        }
+    }
+
+    /// Events and abort counts for a phase change.
     async fn announce(&self, ro: &Rollout, before: &RolloutStatus, after: &RolloutStatus) {
         let phase_changed = before.phase != after.phase;
         let step_changed = before.current_step != after.current_step;
         if !phase_changed && !step_changed {
             return;
         }
-        let ns = ro.namespace().unwrap_or_default();
         if phase_changed {
-            self.agent
-                .metrics
-                .set_rollout_phase(&ns, &ro.name_any(), phase_name(after.phase));
             let torn = |p: Phase| {
                 matches!(
                     p,
@@ -427,7 +472,7 @@ async fn watch_rollouts(ctl: Arc<Rollouts>) {
                         key.1.clone(),
                     );
                 }
-                ctl.push(&key, Duration::ZERO);
+                ctl.push_observed(&key, Duration::ZERO);
             }
             Ok(watcher::Event::Delete(r)) => {
                 let key = (r.namespace().unwrap_or_default(), r.name_any());
@@ -435,9 +480,11 @@ async fn watch_rollouts(ctl: Arc<Rollouts>) {
                     t.remove(&(key.0.clone(), r.spec.target_ref.name.clone()));
                 }
                 ctl.queue.remove(&key);
+                ctl.take_observed(&key);
                 ctl.samplers.stop(&key);
                 ctl.rollbacks.stop(&key);
                 ctl.statuses.forget(&key);
+                ctl.agent.metrics.forget_rollout(&key.0, &key.1);
             }
             Ok(_) => {}
             Err(e) => {
@@ -474,7 +521,7 @@ async fn watch_deployments(ctl: Arc<Rollouts>) {
             .ok()
             .and_then(|t| t.get(&(ns.clone(), d.name_any())).cloned());
         for name in owner.into_iter().chain(target) {
-            ctl.push(&(ns.clone(), name), Duration::from_millis(100));
+            ctl.push_observed(&(ns.clone(), name), Duration::from_millis(100));
         }
     }
 }
@@ -484,8 +531,20 @@ async fn watch_deployments(ctl: Arc<Rollouts>) {
 async fn worker(ctl: Arc<Rollouts>) {
     loop {
         let key = ctl.queue.pop().await;
+        let observed = ctl.take_observed(&key);
         let (c, k) = (ctl.clone(), key.clone());
-        let next = match tokio::spawn(async move { c.reconcile(&k).await }).await {
+        let result = tokio::spawn(async move { c.reconcile(&k).await }).await;
+        match (&result, observed) {
+            (Ok(Ok(_)), Some(at)) => ctl
+                .agent
+                .metrics
+                .rollout_reaction
+                .observe(at.elapsed().as_secs_f64()),
+            // The pass did not finish its work: the observation waits for the one that does.
+            (_, Some(at)) => ctl.note_observed(&key, at),
+            (_, None) => {}
+        }
+        let next = match result {
             Ok(Ok(next)) => next,
             Ok(Err(Error::WriteStatus(kube::Error::Api(e)))) if e.code == 409 => {
                 // Someone (sync's hand-off, a request) wrote the Rollout since it was read: the

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.stepProgress"}"#,
     printcolumn = r#"{"name":"Weight","type":"string","description":"Canary weight, set/actual (percent)","jsonPath":".status.weight"}"#,
-    printcolumn = r#"{"name":"Score","type":"number","description":"Score of the newest analysis","jsonPath":".status.lastScore","priority":1}"#,
+    printcolumn = r#"{"name":"Score","type":"number","description":"Score of the newest analysis","jsonPath":".status.lastScore"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason","priority":1}"#,
     printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".status.stableRevision","priority":1}"#,
     printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.canaryRevision","priority":1}"#,

@@ -96,6 +96,7 @@ pub fn step(
         });
     }
     actions::record_observed(&mut st, &cx);
+    super::conditions::record(&mut st, now);
     let actions = actions::derive(&st, &cx);
     let requeue_after = requeue_after(&st, &cx);
     Decision {

@@ -43,6 +43,7 @@
 //!   rollback; the hash is not tried again until git changes the template (or `retry`).
 
 mod actions;
+pub mod conditions;
 mod context;
 mod gate;
 mod machine;

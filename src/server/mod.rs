@@ -57,6 +57,11 @@ pub struct RolloutPhase {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepKindLabel {
+    pub step_kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
     pub method: String,
 }
@@ -95,6 +100,16 @@ pub struct Metrics {
     pub rollout_phase: Family<RolloutPhase, Gauge>,
     /// Rollouts aborted, by teardown cause (a fixed set).
     pub rollout_aborts: Family<ReasonLabel, Counter>,
+    /// Seconds from a watch event about a Rollout or one of its Deployments (the moment the
+    /// rollout controller queues the Rollout) to the end of the pass it triggered (status
+    /// written, every action carried out). See docs/performance.md.
+    pub rollout_reaction: Histogram,
+    /// Seconds each rollout step ran, by kind (`setWeight`, `pause`, `analysis`,
+    /// `setCanaryScale`), observed when the step ends.
+    pub rollout_step_duration: Family<StepKindLabel, Histogram>,
+    /// Analysis verdicts recorded in Rollout statuses, by result (`Pass`, `Marginal`, `Fail`,
+    /// `Inconclusive`).
+    pub rollout_verdicts: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -111,6 +126,29 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let rollout_phase = Family::<RolloutPhase, Gauge>::default();
         let rollout_aborts = Family::<ReasonLabel, Counter>::default();
+        let rollout_reaction = Histogram::new(REACTION_BUCKETS);
+        let rollout_step_duration =
+            Family::<StepKindLabel, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                ])
+            });
+        let rollout_verdicts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "rollout_step_duration_seconds",
+            "Seconds each rollout step ran, by step kind",
+            rollout_step_duration.clone(),
+        );
+        registry.register(
+            "rollout_analysis_verdicts",
+            "Analysis verdicts of rollout steps, by result",
+            rollout_verdicts.clone(),
+        );
+        registry.register(
+            "rollout_reaction_seconds",
+            "Seconds from a watch event about a Rollout or its workloads to the end of the pass it triggered",
+            rollout_reaction.clone(),
+        );
         registry.register(
             "rollout_phase",
             "1 for the phase each Rollout is in",
@@ -172,9 +210,17 @@ impl Default for Metrics {
             leader,
             rollout_phase,
             rollout_aborts,
+            rollout_reaction,
+            rollout_step_duration,
+            rollout_verdicts,
         }
     }
 }
+
+/// Buckets of `fledge_rollout_reaction_seconds`: fine below a second, where the target is.
+const REACTION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+];
 
 /// Phases a Rollout can be in (labels of `fledge_rollout_phase`).
 const ROLLOUT_PHASES: [&str; 7] = [
@@ -200,6 +246,35 @@ impl Metrics {
                 .get_or_create(&label)
                 .set(i64::from(p == phase));
         }
+    }
+
+    /// Drops the `fledge_rollout_phase` series of a deleted Rollout.
+    pub fn forget_rollout(&self, namespace: &str, rollout: &str) {
+        for p in ROLLOUT_PHASES {
+            self.rollout_phase.remove(&RolloutPhase {
+                namespace: namespace.into(),
+                rollout: rollout.into(),
+                phase: p.into(),
+            });
+        }
+    }
+
+    /// Observes a finished step of kind `step_kind` that ran `seconds`.
+    pub fn observe_rollout_step(&self, step_kind: &str, seconds: f64) {
+        self.rollout_step_duration
+            .get_or_create(&StepKindLabel {
+                step_kind: step_kind.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts one analysis verdict (`Pass`, `Marginal`, `Fail`, `Inconclusive`).
+    pub fn count_rollout_verdict(&self, result: &str) {
+        self.rollout_verdicts
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Counts an abort; `cause` is a teardown cause (`AnalysisFailed`, `Aborted`, …).
