@@ -86,7 +86,7 @@ fn every_schema_field_is_documented() {
 }
 
 #[test]
-fn rollouts_print_phase_step_weight_and_age() {
+fn rollouts_print_phase_step_weight_score_and_age() {
     let rollout = fledge::crd::all()
         .into_iter()
         .find(|c| c.spec.names.kind == "Rollout")
@@ -99,7 +99,7 @@ fn rollouts_print_phase_step_weight_and_age() {
         .filter(|c| c.priority.unwrap_or(0) == 0)
         .map(|c| c.name.clone())
         .collect();
-    assert_eq!(cols, ["Phase", "Step", "Weight", "Age"]);
+    assert_eq!(cols, ["Phase", "Step", "Weight", "Score", "Age"]);
     assert!(
         rollout.spec.versions[0]
             .subresources

@@ -172,7 +172,12 @@ async fn the_dashboard_follows_a_live_rollout_in_a_real_browser() {
     // Where commit statuses link (`--dashboard-url`): the same page with this Rollout marked.
     browser.open(&format!("{base}/rollouts/{ns}/web")).await;
     browser
-        .wait_text(&format!("{row} .step"), "the linked page shows the rollout", 15, |t| t == "4/4")
+        .wait_text(
+            &format!("{row} .step"),
+            "the linked page shows the rollout",
+            15,
+            |t| t == "4/4",
+        )
         .await;
     let marked = browser
         .eval("return Array.from(document.querySelectorAll('tr[aria-current]')).map(r => r.id);")

@@ -1,7 +1,8 @@
 //! The git rollback end to end, all real: the config repo lives in the env's Gitea, the agent
 //! (`fledge run` as a process) fetches it over token-authenticated HTTP and is told of pushes
-//! by Gitea's signed webhook; the canary's analysis asks a real Prometheus. A bad change fails
-//! its canary → traffic back on stable → revert branch pushed and PR opened in Gitea with the
+//! by Gitea's signed webhook; the canary's analysis asks a real Prometheus. In the full loop the
+//! pods are served by real processes and real requests go through the gateway: a bad change (5%
+//! errors) fails its canary on the app's own metrics → traffic back on stable (measured) → revert branch pushed and PR opened in Gitea with the
 //! verdict table → the test merges the PR through Gitea's API → the Rollout is `Healthy` on
 //! stable; commit statuses are read back from Gitea. Also: an agent killed (`abort`, as
 //! `kill -9`) between push and PR and between PR and status finishes with one branch, one PR and
@@ -19,12 +20,24 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use support::dataplane::{gateway, wait_serving};
 use support::gitea::{Gitea, GiteaRepo};
 use support::rollout::{constant_template, deployment, fledge, rollout, rollout_where, version};
 use support::sync::{Setup, bundle, is, ns_file, setup, status_where};
+use support::traffic::{HEALTHY, Load, app_deployment, app_route, app_service, golden_template};
 use support::{Env, eventually, free_port};
 
 const FILES: &str = "[ns.yaml, golden.yaml, web.yaml, web-rollout.yaml]";
+const SERVED_FILES: &str =
+    "[ns.yaml, golden.yaml, web.yaml, web-svc.yaml, web-route.yaml, web-rollout.yaml]";
+/// Stable pods of the served app: 10% is one canary and one baseline pod beside them.
+const SERVED_REPLICAS: u32 = 8;
+/// The served app's bad version: 5% of its answers are errors.
+const FIVE_PERCENT_ERRORS: &[(&str, &str)] = &[
+    ("LATENCY_MS", "20"),
+    ("LATENCY_JITTER_MS", "0"),
+    ("ERROR_RATE", "0.05"),
+];
 const TOKEN_SECRET: &str = "gitea-token";
 const CLUSTER: &str = "loop-cluster";
 
@@ -44,6 +57,16 @@ struct World {
     s: Setup,
     gitea: Gitea,
     gr: GiteaRepo,
+    /// Served by real processes behind the gateway (else pods that only exist in the API).
+    served: bool,
+}
+
+/// What the canary is judged on.
+enum App<'a> {
+    /// A constant query on `prometheus` (`> 0.01` fails): deterministic verdicts.
+    Constant { prometheus: &'a str, value: f64 },
+    /// The demo app's own metrics, scraped by the env's Prometheus; routed for `host`.
+    Served { host: &'a str },
 }
 
 fn rollout_file() -> String {
@@ -54,25 +77,49 @@ fn rollout_file() -> String {
     .replace("gitRevert: false", "gitRevert: true")
 }
 
-/// Pushes v1 to a new Gitea repo whose analysis asks `prometheus` for the constant `value`
-/// (`> 0.01` fails), stores the token Secret and creates the ConfigRepo (`interval`).
-async fn world(prefix: &str, prometheus: &str, value: f64, interval: &str) -> World {
+/// Pushes v1 of `app` to a new Gitea repo, stores the token Secret and creates the ConfigRepo
+/// (`interval`).
+async fn world(prefix: &str, app: App<'_>, interval: &str) -> World {
     let s = setup(prefix, prefix).await;
     let gitea = Gitea::get();
     let gr = gitea.create_repo(prefix).await;
-    gr.commit(
-        &[
-            ("fledge.yaml", &bundle(&s.ns, FILES)),
-            ("ns.yaml", &ns_file(&s.ns)),
+    let files: Vec<(&str, String)> = match app {
+        App::Constant { prometheus, value } => vec![
+            ("fledge.yaml", bundle(&s.ns, FILES)),
+            ("ns.yaml", ns_file(&s.ns)),
             (
                 "golden.yaml",
-                &constant_template("golden", prometheus, value, 0.01),
+                constant_template("golden", prometheus, value, 0.01),
             ),
-            ("web.yaml", &deployment("web", 3, "v1")),
-            ("web-rollout.yaml", &rollout_file()),
+            ("web.yaml", deployment("web", 3, "v1")),
+            ("web-rollout.yaml", rollout_file()),
         ],
-        "web v1",
-    );
+        App::Served { host } => vec![
+            ("fledge.yaml", bundle(&s.ns, SERVED_FILES)),
+            ("ns.yaml", ns_file(&s.ns)),
+            (
+                "golden.yaml",
+                golden_template("golden", s.env.prometheus_url()),
+            ),
+            (
+                "web.yaml",
+                app_deployment("web", SERVED_REPLICAS, "v1", HEALTHY),
+            ),
+            ("web-svc.yaml", app_service("web")),
+            ("web-route.yaml", app_route("web", host)),
+            (
+                "web-rollout.yaml",
+                rollout(
+                    "web",
+                    "[{setWeight: 10}, {analysis: {template: golden, warmup: 4s, duration: 30s}}]",
+                )
+                .replace("gitRevert: false", "gitRevert: true"),
+            ),
+        ],
+    };
+    let served = matches!(app, App::Served { .. });
+    let refs: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    gr.commit(&refs, "web v1");
     gr.push("main");
     gitea.wait_not_empty(&gr).await;
     let secret: Secret = serde_json::from_value(json!({
@@ -102,7 +149,12 @@ async fn world(prefix: &str, prometheus: &str, value: f64, interval: &str) -> Wo
         )
         .await
         .unwrap();
-    World { s, gitea, gr }
+    World {
+        s,
+        gitea,
+        gr,
+        served,
+    }
 }
 
 impl World {
@@ -133,11 +185,19 @@ impl World {
         })
         .await;
         let deployments = self.deployments();
+        let replicas = if self.served {
+            SERVED_REPLICAS as i32
+        } else {
+            3
+        };
         eventually("stable available", Duration::from_secs(60), || async {
             let d = deployments.get("web").await.ok()?;
-            (d.status?.available_replicas == Some(3)).then_some(())
+            (d.status?.available_replicas == Some(replicas)).then_some(())
         })
         .await;
+        if self.served {
+            wait_serving(&self.s.client, &self.s.ns, "app=web", replicas as usize).await;
+        }
         rollout_where(
             &self.s.client,
             &self.s.ns,
@@ -149,11 +209,15 @@ impl World {
         .await;
     }
 
-    /// The bad change: web v2 (its canary fails the analysis). Returns its sha.
+    /// The bad change: web v2 (its canary fails the analysis; served: 5% errors). Returns its
+    /// sha.
     fn push_bad_change(&self) -> String {
-        let sha = self
-            .gr
-            .commit(&[("web.yaml", &deployment("web", 3, "v2"))], "web v2");
+        let web = if self.served {
+            app_deployment("web", SERVED_REPLICAS, "v2", FIVE_PERCENT_ERRORS)
+        } else {
+            deployment("web", 3, "v2")
+        };
+        let sha = self.gr.commit(&[("web.yaml", &web)], "web v2");
         self.gr.push("main");
         sha
     }
@@ -227,8 +291,8 @@ fn states(list: &[(String, String, String)]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable() {
-    let env = Env::get();
-    let w = world("rbl", env.prometheus_url(), 0.5, "1h").await;
+    let host = support::unique("rbl") + ".test";
+    let w = world("rbl", App::Served { host: &host }, "1h").await;
     let dir = tempfile::tempdir().unwrap();
     let secret = "the rollback loop's webhook secret";
     let secret_file = dir.path().join("secret");
@@ -252,6 +316,18 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
             &["push"],
         )
         .await;
+    // Real requests through the gateway, every answer recorded: all on stable v1 first.
+    let load = Load::start(gateway(&w.s.env, &host, "/"), 100.0);
+    let all_stable_v1 = |t: &support::traffic::Tally| {
+        t.track_share("stable") == 1.0 && t.version_share("v1") == 1.0
+    };
+    load.share_settles(
+        "all traffic on stable v1",
+        300,
+        Duration::from_secs(60),
+        all_stable_v1,
+    )
+    .await;
 
     // Merge a bad change: the ConfigRepo polls hourly, so only the webhook brings it in.
     let bad = w.push_bad_change();
@@ -314,7 +390,14 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
             .any(|(related, note)| related == "web" && note.contains(&pr_url)),
         "{evs:?}"
     );
-    // Traffic is back on stable: no canary, no baseline, stable on v1.
+    // Traffic is back on stable (measured at the gateway): no canary, no baseline, stable on v1.
+    load.share_settles(
+        "all traffic back on stable v1",
+        300,
+        Duration::from_secs(60),
+        all_stable_v1,
+    )
+    .await;
     let deployments = w.deployments();
     assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
     assert!(deployments.get_opt("web-baseline").await.unwrap().is_none());
@@ -338,7 +421,7 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
     let body = pr["body"].as_str().unwrap();
     for needle in [
         "| Metric | Canary | Baseline | Result | Score |",
-        "| error-ratio | 0.5 |",
+        "| error-ratio |",
         "| high |",
         "**Verdict:** fail, score 0/100",
         CLUSTER,
@@ -360,7 +443,7 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
     assert!(
         bad_statuses
             .iter()
-            .any(|s| s.0 == "pending" && s.1.starts_with("canary 33%")),
+            .any(|s| s.0 == "pending" && s.1.starts_with("canary 10%")),
         "{bad_statuses:?}"
     );
     let failure = bad_statuses.last().unwrap();
@@ -435,6 +518,21 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
         merge_statuses[0].2,
         format!("http://dashboard.example/rollouts/{ns}/web")
     );
+    // Every request during the canary went somewhere real, and stable v1 serves them all again.
+    load.share_settles(
+        "all traffic on stable v1 after the merge",
+        300,
+        Duration::from_secs(60),
+        all_stable_v1,
+    )
+    .await;
+    let answered = load.all();
+    assert!(
+        answered
+            .iter()
+            .any(|r| r.track.as_deref() == Some("canary")),
+        "the canary took real traffic before it was stopped"
+    );
     // Nothing new was made on the way: still one branch, one PR.
     assert_eq!(w.rollback_branches().await.len(), 1);
     assert_eq!(w.pulls().await.len(), 1);
@@ -444,7 +542,15 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
 /// it). Returns the world and the bad commit, for the caller's checks of the crash.
 async fn crash_during_rollback(prefix: &str, point: &str) -> (World, String) {
     let env = Env::get();
-    let w = world(prefix, env.prometheus_url(), 0.5, "2s").await;
+    let w = world(
+        prefix,
+        App::Constant {
+            prometheus: env.prometheus_url(),
+            value: 0.5,
+        },
+        "2s",
+    )
+    .await;
     let mut bad = String::new();
     support::sync::run_until_failpoint(&w.s.env, &w.s.agent_ns.name, &w.s.id, point, async {
         w.synced().await;
@@ -511,7 +617,15 @@ async fn an_agent_killed_between_pr_and_status_posts_one_final_status() {
 async fn a_prometheus_stopped_during_the_analysis_is_an_error_and_no_git_rollback() {
     let mut prom = support::Prometheus::start(&[], "1s").await;
     // A passing analysis, as long as Prometheus answers.
-    let w = world("rbpr", &prom.url, 0.001, "2s").await;
+    let w = world(
+        "rbpr",
+        App::Constant {
+            prometheus: &prom.url,
+            value: 0.001,
+        },
+        "2s",
+    )
+    .await;
     let _agent = w.agent(&[], free_port());
     w.synced().await;
     let bad = w.push_bad_change();

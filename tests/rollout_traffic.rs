@@ -343,8 +343,10 @@ async fn five_percent_errors_are_stopped_at_the_first_analysis() {
     );
     let errors = metric(&st, "error-ratio");
     assert_eq!(errors.result, "high", "{st:#?}");
+    // The median of the samples so far: it can still be 0 when the breach ends the run early
+    // (the first samples' rate windows may hold no error yet); the breach is in the reason above.
     assert!(
-        errors.canary.is_some_and(|r| r > 0.0 && r < 0.2),
+        errors.canary.is_some_and(|r| (0.0..0.2).contains(&r)),
         "the median of the canary's error-ratio samples: {errors:?}"
     );
     assert!(

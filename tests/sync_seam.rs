@@ -89,7 +89,22 @@ async fn a_governed_template_change_is_held_and_handed_to_the_rollout_engine() {
     // A new target is created directly, with its template: nothing to protect yet.
     assert_eq!(env_version(&deployments.get("web").await.unwrap()), "v1");
     let handoff = |r: Rollout| r.status.and_then(|s| s.handoff);
-    assert!(handoff(rollouts.get("web").await.unwrap()).is_none());
+    // Nothing to roll out: no hand-off yet, or (once sync has seen the Deployment running git's
+    // template) one naming exactly the running template, which records the stable revision.
+    let running = deployments
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .and_then(|a| a.get("fledge.dev/template-hash").cloned());
+    let first = handoff(rollouts.get("web").await.unwrap());
+    assert!(
+        first
+            .as_ref()
+            .is_none_or(|h| Some(&h.template_hash) == running.as_ref()),
+        "{first:?} vs running {running:?}"
+    );
 
     // The template (and the replicas) change in git: the replicas apply at once, the template
     // is held and handed over on the Rollout's status.

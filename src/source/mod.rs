@@ -208,9 +208,16 @@ impl Mirror {
             reason: Reason::Other,
             detail: escape_control(&format!("{}: {e}", cache_dir.display())),
         })?;
-        let repo = match Repository::open_bare(&path) {
-            Ok(r) => r,
-            Err(_) => Repository::init_bare(&path).map_err(err)?,
+        // One open at a time in this process: two tasks opening a new mirror at once (the sync's
+        // fetch and a git rollback right after a restart) would both `init_bare` it, and the
+        // second fails on the first's `config.lock`.
+        static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let repo = {
+            let _one = OPENING.lock().unwrap_or_else(|e| e.into_inner());
+            match Repository::open_bare(&path) {
+                Ok(r) => r,
+                Err(_) => Repository::init_bare(&path).map_err(err)?,
+            }
         };
         Ok(Mirror {
             url: url.to_owned(),
