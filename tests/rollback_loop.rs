@@ -707,3 +707,69 @@ async fn a_prometheus_stopped_during_the_analysis_is_an_error_and_no_git_rollbac
     assert!(states(&statuses).contains(&"error"), "{statuses:?}");
     assert!(w.rollback_branches().await.is_empty());
 }
+
+/// The automatic retry (no `fledge retry`): Prometheus stops during the analysis, the step is
+/// inconclusive (traffic on stable, `error` status, no git rollback); the same Prometheus address
+/// answers again, and after the engine's first backoff (`RETRY_BACKOFF_START`, 60 s) the step
+/// runs again by itself, passes, and the canary is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_back_at_its_address_has_the_step_retried_by_itself() {
+    let port = free_port();
+    let mut prom = support::Prometheus::start_on(port, &[], "1s").await;
+    let w = world(
+        "rbar",
+        App::Constant {
+            prometheus: &prom.url,
+            value: 0.001,
+        },
+        "2s",
+    )
+    .await;
+    let _agent = w.agent(&[], free_port());
+    w.synced().await;
+    let bad = w.push_bad_change();
+    let (client, ns) = (&w.s.client, &w.s.ns);
+    rollout_where(client, ns, "web", "the analysis of v2 started", 90, |st| {
+        st.canary_revision.as_deref() == Some(bad.as_str()) && st.analysis.is_some()
+    })
+    .await;
+    prom.stop();
+    let st = rollout_where(client, ns, "web", "inconclusive", 120, |st| {
+        st.pause_reason == Some(PauseReason::Inconclusive)
+    })
+    .await;
+    assert_eq!(st.teardown, None, "{st:#?}");
+    let inconclusive_at = Instant::now();
+    eventually("the error status", Duration::from_secs(30), || async {
+        let s = w.statuses(&bad).await;
+        (s.last().map(|s| s.0.as_str()) == Some("error")).then_some(())
+    })
+    .await;
+
+    // Back where it was; nobody runs `fledge retry`.
+    let _prom = support::Prometheus::start_on(port, &[], "1s").await;
+    let st = rollout_where(client, ns, "web", "promoted by the automatic retry", 240, |st| {
+        st.phase == Phase::Healthy
+            && st.canary_revision.is_none()
+            && st.stable_template_hash == st.handoff.as_ref().map(|h| h.template_hash.clone())
+    })
+    .await;
+    let waited = inconclusive_at.elapsed();
+    eprintln!("automatic retry: inconclusive to promoted in {} s", waited.as_secs());
+    assert!(
+        waited >= fledge::rollout::RETRY_BACKOFF_START,
+        "retried only after the backoff: {waited:?}"
+    );
+    assert!(st.handled_request.is_none(), "no request was made: {st:#?}");
+    assert_eq!(
+        version(&w.deployments().get("web").await.unwrap()).as_deref(),
+        Some("v2")
+    );
+    eventually("the success status", Duration::from_secs(30), || async {
+        let s = w.statuses(&bad).await;
+        (s.last().map(|s| s.0.as_str()) == Some("success")).then_some(())
+    })
+    .await;
+    assert!(w.rollback_branches().await.is_empty(), "no revert branch");
+    assert!(w.pulls().await.is_empty(), "no PR");
+}

@@ -247,8 +247,12 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (`host:port`) every `scrape_interval` under job `test`,
     /// and waits until it is ready.
     pub async fn start(targets: &[String], scrape_interval: &str) -> Prometheus {
+        Self::start_on(free_port(), targets, scrape_interval).await
+    }
+
+    /// [`Prometheus::start`] on this port (e.g. again where a stopped one was).
+    pub async fn start_on(port: u16, targets: &[String], scrape_interval: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let targets_json = serde_json::to_string(targets).unwrap();
         let config = format!(
             "global: {{scrape_interval: {scrape_interval}, evaluation_interval: {scrape_interval}}}\n\
