@@ -124,8 +124,27 @@ async fn judges_real_canaries_through_prometheus() {
         stats.ok.load(std::sync::atomic::Ordering::Relaxed) > 4000,
         "load ran: {stats:?}"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let end = load_start + 25;
+    // Every target scraped after the window's end: the last samples are in.
+    let scraped = format!("{}/api/v1/query?query=timestamp(up)", prom.url);
+    support::eventually(
+        "scrapes past the window",
+        Duration::from_secs(30),
+        || async {
+            let (code, body) = support::http_get(&scraped).await.ok()?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let stamps: Vec<f64> = v["data"]["result"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+                .collect();
+            (code == 200
+                && stamps.len() == targets.len()
+                && stamps.iter().all(|t| *t >= end as f64))
+            .then_some(())
+        },
+    )
+    .await;
     let window = Window {
         start: end - 18,
         end,

@@ -748,14 +748,24 @@ async fn a_prometheus_back_at_its_address_has_the_step_retried_by_itself() {
 
     // Back where it was; nobody runs `fledge retry`.
     let _prom = support::Prometheus::start_on(port, &[], "1s").await;
-    let st = rollout_where(client, ns, "web", "promoted by the automatic retry", 240, |st| {
-        st.phase == Phase::Healthy
-            && st.canary_revision.is_none()
-            && st.stable_template_hash == st.handoff.as_ref().map(|h| h.template_hash.clone())
-    })
+    let st = rollout_where(
+        client,
+        ns,
+        "web",
+        "promoted by the automatic retry",
+        240,
+        |st| {
+            st.phase == Phase::Healthy
+                && st.canary_revision.is_none()
+                && st.stable_template_hash == st.handoff.as_ref().map(|h| h.template_hash.clone())
+        },
+    )
     .await;
     let waited = inconclusive_at.elapsed();
-    eprintln!("automatic retry: inconclusive to promoted in {} s", waited.as_secs());
+    eprintln!(
+        "automatic retry: inconclusive to promoted in {} s",
+        waited.as_secs()
+    );
     assert!(
         waited >= fledge::rollout::RETRY_BACKOFF_START,
         "retried only after the backoff: {waited:?}"

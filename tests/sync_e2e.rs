@@ -511,14 +511,43 @@ async fn two_agents_one_leader_and_the_standby_takes_over() {
     };
     let selector = format!("fledge.test/agent={id}");
     let a = start_agent(&env, &agent_ns.name, &selector, lease("agent-a")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await; // a takes the lease first
+    // a takes the lease first.
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        client.clone(),
+        &agent_ns.name,
+    );
+    eventually(
+        "agent-a holds the lease",
+        Duration::from_secs(30),
+        || async {
+            let l = leases.get_opt(&format!("lease-{id}")).await.ok()??;
+            (l.spec?.holder_identity.as_deref() == Some("agent-a")).then_some(())
+        },
+    )
+    .await;
     let b = start_agent(&env, &agent_ns.name, &selector, lease("agent-b")).await;
     create_repo(&client, &repo, &id, &remote.url(), ".").await;
     status_where(&client, &repo, "initial sync", 60, |s| {
         is(s, "Ready", ConditionStatus::True)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The standby keeps trying the lease: two more attempts after the sync, and it still wrote
+    // nothing else.
+    let attempts = || {
+        b.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| p.contains("/leases/"))
+            .count()
+    };
+    let before = attempts();
+    eventually(
+        "two more lease attempts by the standby",
+        Duration::from_secs(30),
+        || async { (attempts() >= before + 2).then_some(()) },
+    )
+    .await;
     let (wa, wb) = (writes(&a.log), writes(&b.log));
     assert!(!wa.is_empty(), "the leader wrote");
     assert!(

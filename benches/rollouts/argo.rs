@@ -89,7 +89,11 @@ async fn watch(
     ns: String,
     old: HashSet<String>,
     seen: Arc<Mutex<HashMap<String, Seen>>>,
+    listed: tokio::sync::oneshot::Sender<()>,
 ) {
+    // Told once both watches have delivered their initial lists (the bench's clock starts then).
+    let mut listed = Some(listed);
+    let mut inits = 0;
     let rs: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let mut sets = watcher::watcher(rs, watcher::Config::default()).boxed();
     let mut ros =
@@ -98,6 +102,11 @@ async fn watch(
         tokio::select! {
             Some(ev) = sets.next() => {
                 let now = Instant::now();
+                if matches!(ev, Ok(watcher::Event::InitDone)) {
+                    inits += 1;
+                    if inits == 2 && let Some(tx) = listed.take() { let _ = tx.send(()); }
+                    continue;
+                }
                 let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = ev else { continue };
                 if old.contains(&r.name_any()) { continue; }
                 let owner = r.owner_references().iter().find(|o| o.kind == "Rollout").map(|o| o.name.clone());
@@ -109,6 +118,11 @@ async fn watch(
             }
             Some(ev) = ros.next() => {
                 let now = Instant::now();
+                if matches!(ev, Ok(watcher::Event::InitDone)) {
+                    inits += 1;
+                    if inits == 2 && let Some(tx) = listed.take() { let _ = tx.send(()); }
+                    continue;
+                }
                 let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = ev else { continue };
                 let step = field(&r, &["status", "currentStepIndex"]).and_then(Value::as_i64).unwrap_or(0);
                 let progressing = field(&r, &["status", "stableRS"]) != field(&r, &["status", "currentPodHash"]);
@@ -236,8 +250,15 @@ pub async fn run(
         .map(|r| r.name_any())
         .collect();
     let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
-    let watch = tokio::spawn(watch(client.clone(), ns.clone(), old_sets, seen.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await; // the watches' initial lists
+    let (listed, initial_lists) = tokio::sync::oneshot::channel();
+    let watch = tokio::spawn(watch(
+        client.clone(),
+        ns.clone(),
+        old_sets,
+        seen.clone(),
+        listed,
+    ));
+    initial_lists.await.expect("the watches' initial lists");
     let cpu0 = cpu_of(ctl.id());
     let t = Instant::now();
     kubectl_apply(env, &objects(&ns, n, "v2", prometheus));
