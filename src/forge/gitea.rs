@@ -3,7 +3,7 @@
 //! `Authorization: token …`, `limit` instead of `per_page` (at most 50 by default), a status's
 //! state read back as `status`, and 409 Conflict when a pull request already exists.
 
-use super::github::{CombinedJson, CommentJson, PullJson, status_body};
+use super::github::{CombinedJson, CommentJson, PullJson, compare_link, send_comment, status_body};
 use super::http::{Rest, RetryPolicy};
 use super::{
     Comment, CommitStatus, Error, Forge, ForgeKind, NewPullRequest, PullRequest, Result, Token,
@@ -141,27 +141,16 @@ impl Forge for Gitea {
     async fn create_comment(&self, number: u64, body: &str) -> Result<Comment> {
         let n = number.to_string();
         let url = self.repo_url(&["issues", &n, "comments"], &[]);
-        let c: CommentJson = self
-            .rest
-            .json(Method::POST, &url, Some(&json!({ "body": body })))
-            .await?;
-        Ok(c.into())
+        send_comment(&self.rest, Method::POST, &url, body).await
     }
 
     async fn edit_comment(&self, comment_id: u64, body: &str) -> Result<Comment> {
         let id = comment_id.to_string();
         let url = self.repo_url(&["issues", "comments", &id], &[]);
-        let c: CommentJson = self
-            .rest
-            .json(Method::PATCH, &url, Some(&json!({ "body": body })))
-            .await?;
-        Ok(c.into())
+        send_comment(&self.rest, Method::PATCH, &url, body).await
     }
 
     fn compare_url(&self, base: &str, head: &str) -> String {
-        format!(
-            "{}/{}/{}/compare/{base}...{head}",
-            self.web_url, self.owner, self.repo
-        )
+        compare_link(&self.web_url, &self.owner, &self.repo, base, head)
     }
 }

@@ -102,6 +102,26 @@ pub(crate) struct CommentJson {
     pub html_url: String,
 }
 
+/// Creates (`POST` to an issue's comments) or edits (`PATCH` of a comment) a comment: the same
+/// request and answer on GitHub and Gitea.
+pub(crate) async fn send_comment(
+    rest: &Rest,
+    method: Method,
+    url: &reqwest::Url,
+    body: &str,
+) -> Result<Comment> {
+    let c: CommentJson = rest
+        .json(method, url, Some(&json!({ "body": body })))
+        .await?;
+    Ok(c.into())
+}
+
+/// The web page comparing `base` with `head` (`<web>/<owner>/<repo>/compare/<base>...<head>` on
+/// both forges).
+pub(crate) fn compare_link(web: &str, owner: &str, repo: &str, base: &str, head: &str) -> String {
+    format!("{web}/{owner}/{repo}/compare/{base}...{head}")
+}
+
 impl From<CommentJson> for Comment {
     fn from(c: CommentJson) -> Self {
         Comment {
@@ -249,28 +269,17 @@ impl Forge for GitHub {
     async fn create_comment(&self, number: u64, body: &str) -> Result<Comment> {
         let n = number.to_string();
         let url = self.repo_url(&["issues", &n, "comments"], &[]);
-        let c: CommentJson = self
-            .rest
-            .json(Method::POST, &url, Some(&json!({ "body": body })))
-            .await?;
-        Ok(c.into())
+        send_comment(&self.rest, Method::POST, &url, body).await
     }
 
     async fn edit_comment(&self, comment_id: u64, body: &str) -> Result<Comment> {
         let id = comment_id.to_string();
         let url = self.repo_url(&["issues", "comments", &id], &[]);
-        let c: CommentJson = self
-            .rest
-            .json(Method::PATCH, &url, Some(&json!({ "body": body })))
-            .await?;
-        Ok(c.into())
+        send_comment(&self.rest, Method::PATCH, &url, body).await
     }
 
     fn compare_url(&self, base: &str, head: &str) -> String {
-        format!(
-            "{}/{}/{}/compare/{base}...{head}",
-            self.web_url, self.owner, self.repo
-        )
+        compare_link(&self.web_url, &self.owner, &self.repo, base, head)
     }
 }
 
