@@ -295,6 +295,10 @@ pub struct RunArgs {
     /// ConfigRepos reconciled at once (one slow repository never stalls the others).
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    /// Rollout passes at once, on the rollout controller's own queue (each Rollout by one
+    /// worker at a time; a pass mostly waits on the API server, so many workers are cheap).
+    #[arg(long, default_value_t = 16)]
+    pub rollout_workers: usize,
     /// Name of this cluster in what fledge posts on the forge: commit status contexts
     /// (`fledge/<cluster>/<ns>/<rollout>`, the plan check's `fledge/plan/<cluster>`), plan comments,
     /// revert commits and pull requests, so several clusters can report on one repository.

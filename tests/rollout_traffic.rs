@@ -434,7 +434,9 @@ async fn two_hundred_ms_slower_is_stopped_by_the_baseline_comparison_not_the_thr
     let compare = metric(&st, "latency-p99-vs-baseline");
     assert_eq!(compare.result, "high", "{st:#?}");
     let (c, b) = (compare.canary.unwrap(), compare.baseline.unwrap());
-    assert!(c > 0.2 && b < 0.05, "canary p99 {c} s vs baseline {b} s");
+    // The baseline's p99 of 20 ms requests reaches 75 ms on a loaded machine; 220 ms is well
+    // above that.
+    assert!(c > 0.2 && b < 0.15, "canary p99 {c} s vs baseline {b} s");
     assert_eq!(metric(&st, "error-ratio").result, "pass", "{st:#?}");
 
     all_stable(&load, "v1").await;

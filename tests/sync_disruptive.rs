@@ -92,6 +92,7 @@ async fn converges_after_an_api_server_restart_and_rebuilds_an_empty_cluster() {
         ),
         secret_namespaces: Vec::new(),
         workers: 4,
+        rollout_workers: 4,
         cluster: "local".into(),
         dashboard_url: None,
     };
@@ -507,6 +508,7 @@ impl InProcess {
             ),
             secret_namespaces: Vec::new(),
             workers: 4,
+            rollout_workers: 4,
             cluster: "local".into(),
             dashboard_url: None,
         };

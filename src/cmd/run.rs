@@ -127,6 +127,7 @@ pub async fn run_cmd(
             .map_err(|e| anyhow::anyhow!("--selector: {e}"))?,
         secret_namespaces: args.secret_namespaces.clone(),
         workers: args.workers,
+        rollout_workers: args.rollout_workers,
         cluster: args.cluster.clone(),
         dashboard_url: args.dashboard_url.clone(),
     };

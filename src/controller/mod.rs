@@ -61,6 +61,9 @@ pub struct AgentOptions {
     pub secret_namespaces: Vec<String>,
     /// ConfigRepos reconciled at once (each key by one worker at a time).
     pub workers: usize,
+    /// Rollout passes at once (each Rollout by one worker at a time; a pass mostly waits on
+    /// the API server, so many are cheap).
+    pub rollout_workers: usize,
     /// Name of this cluster on the forge: status contexts (`fledge/<cluster>/<ns>/<rollout>`,
     /// `fledge/plan/<cluster>`), plan comments, revert commits and pull requests.
     pub cluster: String,

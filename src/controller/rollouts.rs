@@ -5,6 +5,14 @@
 //! write ends the pass) → carry out the actions in order → requeue. All state is in
 //! `Rollout.status`, so a restarted agent resumes where it was.
 //!
+//! A pass reads Rollouts and Deployments from caches the controller's two watches keep
+//! (reflector stores; Deployments without `managedFields`), not from the API server: with
+//! hundreds of rollouts in flight, a pass costs only its writes. A cache may lag a write by a
+//! moment; that is safe because the status write is a compare-and-set (a stale Rollout is
+//! refused, and a pass that would start from the version this controller itself just replaced
+//! waits for the watch instead), and every workload action is "make it so". Workers start once
+//! both caches hold their initial lists.
+//!
 //! Crash points (`FLEDGE_FAILPOINTS`, see [`crate::failpoint`]): `rollout-after-status` (a status
 //! written, its actions not yet carried out), `rollout-after-canary` (the canary applied) and
 //! `rollout-after-promote` (the stable Deployment given the canary template).
@@ -33,6 +41,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
@@ -51,8 +60,6 @@ pub type Key = (String, String);
 /// Why a pass ended early. Each pipeline step has its own variant.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading the Rollout: {0}")]
-    Read(#[source] kube::Error),
     #[error("observing the cluster: {0}")]
     Observe(#[source] kube::Error),
     #[error("writing the status: {0}")]
@@ -87,13 +94,27 @@ pub struct Rollouts {
     /// When a watch event about each queued Rollout was first observed and not yet acted on
     /// (`fledge_rollout_reaction_seconds` starts there).
     observed: Mutex<HashMap<Key, Instant>>,
+    /// Rollouts as the Rollout watch last delivered them.
+    rollouts: Store<Rollout>,
+    /// Deployments as the Deployment watch last delivered them (without `managedFields`).
+    deployments: Store<Deployment>,
+    /// Per Rollout, the `resourceVersion` its last status write replaced: a cached copy still
+    /// at that version is older than this controller's own write.
+    replaced: Mutex<HashMap<Key, String>>,
 }
 
 impl Rollouts {
-    /// A controller for `agent` with an empty queue.
-    pub fn new(agent: Arc<Agent>) -> Arc<Rollouts> {
+    /// A controller for `agent` with an empty queue, reading the given caches.
+    pub fn new(
+        agent: Arc<Agent>,
+        rollouts: Store<Rollout>,
+        deployments: Store<Deployment>,
+    ) -> Arc<Rollouts> {
         let queue: Arc<Queue<Key>> = Arc::default();
         Arc::new(Rollouts {
+            rollouts,
+            deployments,
+            replaced: Mutex::default(),
             samplers: Samplers::new(agent.client.clone(), queue.clone()),
             rollbacks: Rollbacks::new(agent.clone(), queue.clone()),
             statuses: CommitStatuses::new(agent.clone()),
@@ -137,17 +158,23 @@ impl Rollouts {
     pub async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
         let (ns, name) = key;
         let api: Api<Rollout> = Api::namespaced(self.client(), ns);
-        let Some(ro) = api.get_opt(name).await.map_err(Error::Read)? else {
+        let Some(ro) = self.rollouts.get(&ObjectRef::new(name).within(ns)) else {
             self.samplers.stop(key);
             self.rollbacks.stop(key);
             self.statuses.forget(key);
             return Ok(None);
         };
+        if self.is_replaced(key, &ro) {
+            // The watch has not delivered this controller's own last write yet; it will, and
+            // that queues the next pass.
+            return Ok(None);
+        }
         if !self.governs(&ro).await {
             return Ok(None);
         }
         let status = ro.status.clone().unwrap_or_default();
-        let mut obs = observe::observe(&self.client(), &ro, self.samplers.progress(key))
+        let cached = |n: &str| self.deployments.get(&ObjectRef::new(n).within(ns));
+        let mut obs = observe::observe(&self.client(), &ro, cached, self.samplers.progress(key))
             .await
             .map_err(Error::Observe)?;
         // Waiting on an inconclusive result: ask whether the metrics backend answers again.
@@ -162,7 +189,13 @@ impl Rollouts {
         let now = jiff::Timestamp::now();
         let decision = rollout::step(&ro.spec, &status, &obs.obs, now);
         if decision.status != status {
-            self.write_status(&api, &ro, &decision.status).await?;
+            let written = self.write_status(&api, &ro, &decision.status).await?;
+            // A write that changed nothing keeps the version; the cache is current then.
+            if let (Ok(mut r), Some(rv)) = (self.replaced.lock(), ro.resource_version())
+                && written.resource_version().as_ref() != Some(&rv)
+            {
+                r.insert(key.clone(), rv);
+            }
             crate::failpoint::hit("rollout-after-status");
             self.record_transition(&ro, &status, &decision.status, now);
             self.announce(&ro, &status, &decision.status).await;
@@ -174,6 +207,21 @@ impl Rollouts {
         self.carry_out(&ro, &obs, &decision).await?;
         self.post_status(key, &ro, &status, &decision);
         Ok(Some(next_pass(&decision)))
+    }
+
+    /// Whether the cached `ro` is the version this controller's last status write replaced.
+    fn is_replaced(&self, key: &Key, ro: &Rollout) -> bool {
+        let Ok(mut r) = self.replaced.lock() else {
+            return false;
+        };
+        match r.get(key) {
+            Some(rv) if ro.resource_version().as_ref() == Some(rv) => true,
+            Some(_) => {
+                r.remove(key);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Asks for the commit status of this pass (posted in the background; never fails a pass).
@@ -218,7 +266,7 @@ impl Rollouts {
         api: &Api<Rollout>,
         ro: &Rollout,
         status: &RolloutStatus,
-    ) -> Result<()> {
+    ) -> Result<Rollout> {
         let body = status_body(ro, status);
         api.patch_status(
             &ro.name_any(),
@@ -226,8 +274,7 @@ impl Rollouts {
             &Patch::Apply(&body),
         )
         .await
-        .map_err(Error::WriteStatus)?;
-        Ok(())
+        .map_err(Error::WriteStatus)
     }
 
     /// Step durations and verdicts of a written transition.
@@ -447,22 +494,27 @@ fn action_name(a: &Action) -> &'static str {
 /// Runs the rollout controller while this agent leads (dropped with the leadership term):
 /// watches of Rollouts and Deployments feeding the queue, and `agent.opts.workers` workers.
 pub async fn run(agent: Arc<Agent>) {
-    let ctl = Rollouts::new(agent.clone());
+    let (rollouts, rollouts_writer) = reflector::store();
+    let (deployments, deployments_writer) = reflector::store();
+    let ctl = Rollouts::new(agent.clone(), rollouts, deployments);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(watch_rollouts(ctl.clone()));
+    tasks.spawn(watch_rollouts(ctl.clone(), rollouts_writer));
     tasks.spawn(ctl.statuses.clone().run());
-    tasks.spawn(watch_deployments(ctl.clone()));
-    for _ in 0..agent.opts.workers.max(1) {
+    tasks.spawn(watch_deployments(ctl.clone(), deployments_writer));
+    for _ in 0..agent.opts.rollout_workers.max(1) {
         tasks.spawn(worker(ctl.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }
 
-/// Every change of a Rollout (spec, status, request annotation) queues it.
-async fn watch_rollouts(ctl: Arc<Rollouts>) {
+/// Every change of a Rollout (spec, status, request annotation) updates the cache and queues it.
+async fn watch_rollouts(ctl: Arc<Rollouts>, mut cache: reflector::store::Writer<Rollout>) {
     let api: Api<Rollout> = Api::all(ctl.client());
     let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
     while let Some(ev) = stream.next().await {
+        if let Ok(ev) = &ev {
+            cache.apply_watcher_event(ev);
+        }
         match ev {
             Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
                 let key = (r.namespace().unwrap_or_default(), r.name_any());
@@ -495,11 +547,16 @@ async fn watch_rollouts(ctl: Arc<Rollouts>) {
     }
 }
 
-/// A change of a stable, canary or baseline Deployment queues its Rollout.
-async fn watch_deployments(ctl: Arc<Rollouts>) {
+/// A change of a stable, canary or baseline Deployment updates the cache and queues its Rollout.
+async fn watch_deployments(ctl: Arc<Rollouts>, mut cache: reflector::store::Writer<Deployment>) {
     let api: Api<Deployment> = Api::all(ctl.client());
     let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
     while let Some(ev) = stream.next().await {
+        // Only what a pass reads is kept: managed fields are most of an object's size.
+        let ev = ev.map(|e| e.modify(|d| d.metadata.managed_fields = None));
+        if let Ok(ev) = &ev {
+            cache.apply_watcher_event(ev);
+        }
         let d = match ev {
             Ok(watcher::Event::Apply(d) | watcher::Event::Delete(d)) => d,
             Ok(_) => continue,
@@ -526,9 +583,15 @@ async fn watch_deployments(ctl: Arc<Rollouts>) {
     }
 }
 
-/// One worker: takes due Rollouts off the queue, one key at a time. A pass that panics is
-/// reported and retried later; it never takes the worker down.
+/// One worker: once both caches hold their initial lists, takes due Rollouts off the queue, one
+/// key at a time. A pass that panics is reported and retried later; it never takes the worker
+/// down.
 async fn worker(ctl: Arc<Rollouts>) {
+    if ctl.rollouts.wait_until_ready().await.is_err()
+        || ctl.deployments.wait_until_ready().await.is_err()
+    {
+        return;
+    }
     loop {
         let key = ctl.queue.pop().await;
         let observed = ctl.take_observed(&key);

@@ -128,6 +128,7 @@ fn agent(client: kube::Client) -> Arc<Agent> {
         selector: None,
         secret_namespaces: Vec::new(),
         workers: 1,
+        rollout_workers: 1,
         cluster: "test".into(),
         dashboard_url: None,
     };

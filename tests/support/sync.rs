@@ -41,6 +41,7 @@ pub async fn start_agent(
         selector: Some(LabelSelector::parse(selector).expect("a valid selector")),
         secret_namespaces: Vec::new(),
         workers: 4,
+        rollout_workers: 4,
         cluster: "local".into(),
         dashboard_url: None,
     };

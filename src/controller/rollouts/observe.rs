@@ -1,6 +1,6 @@
-//! Observe step of a rollout pass: reads the stable, canary and baseline Deployments (and the
-//! analysis progress the samplers report) into the engine's [`Observations`]; a mesh router's
-//! achieved weights come from `router`.
+//! Observe step of a rollout pass: reads the stable, canary and baseline Deployments (from the
+//! controller's cache) and the analysis progress the samplers report into the engine's
+//! [`Observations`]; a mesh router's achieved weights come from `router`.
 
 use crate::crd::Rollout;
 use crate::labels::TEMPLATE_HASH_ANNOTATION;
@@ -8,8 +8,8 @@ use crate::rollout::{
     AnalysisObs, Observations, REQUEST_ANNOTATION, StableObs, Track, WorkloadObs, replicas,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
 use kube::{Client, ResourceExt};
+use std::sync::Arc;
 
 /// What one pass saw: the engine's observations and the stable Deployment itself (the canary
 /// and baseline copy its selector).
@@ -26,18 +26,20 @@ pub fn workload_name(target: &str, track: Track) -> String {
     }
 }
 
-/// Reads the cluster for one pass.
+/// Reads the cluster for one pass: the Deployments from `deployment` (by name in the Rollout's
+/// namespace; the controller's cache), a mesh router's route from the API server.
 pub async fn observe(
     client: &Client,
     ro: &Rollout,
+    deployment: impl Fn(&str) -> Option<Arc<Deployment>>,
     analysis: Option<AnalysisObs>,
 ) -> Result<Observed, kube::Error> {
     let ns = ro.namespace().unwrap_or_default();
     let target = &ro.spec.target_ref.name;
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let stable = api.get_opt(target).await?;
-    let canary = api.get_opt(&workload_name(target, Track::Canary)).await?;
-    let baseline = api.get_opt(&workload_name(target, Track::Baseline)).await?;
+    let read = |name: &str| deployment(name).map(Arc::unwrap_or_clone);
+    let stable = read(target);
+    let canary = read(&workload_name(target, Track::Canary));
+    let baseline = read(&workload_name(target, Track::Baseline));
     let stable_obs = stable.as_ref().map(stable_obs).unwrap_or_default();
     let canary_obs = canary.as_ref().map(workload_obs);
     let baseline_obs = baseline.as_ref().map(workload_obs);

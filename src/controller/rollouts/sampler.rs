@@ -10,6 +10,10 @@
 //! in such an evaluation is no verdict at all: the run goes on, and only the final evaluation
 //! (with the template's retries) can turn errors into `Inconclusive`.
 //!
+//! The final evaluation, at the window's end, is taken again (same window, one interval later, at
+//! most three times) while it is `Inconclusive` only for too few samples: the last scrapes of a
+//! loaded Prometheus may not be in yet.
+//!
 //! Nothing is kept across restarts: a restarted agent gets the same `RunAnalysis` again from the
 //! status and samples the same window again.
 
@@ -169,9 +173,21 @@ impl Job {
         }
         sleep_until(self.req.end).await;
         let window = self.window(self.req.end, interval);
-        match self.judge(&template.spec, &name, window).await {
-            Ok(v) => AnalysisResult::Verdict(v),
-            Err(e) => unavailable(e.to_string()),
+        // Samples near the window's end may not be scraped yet (a loaded Prometheus, a restarted
+        // agent judging at once): a judgement short of data is taken again over the same window,
+        // one interval later, up to `LATE_ROUNDS` times, before it stands as `Inconclusive`.
+        let mut late = 0;
+        loop {
+            match self.judge(&template.spec, &name, window).await {
+                Ok(v) if late < LATE_ROUNDS && short_of_data(&v) => {
+                    late += 1;
+                    tracing::info!(rollout = %format!("{}/{}", self.key.0, self.key.1), run = %self.req.run_id,
+                        samples = ?samples(&template.spec, &v), "too few samples at the window's end; judging it again one interval later");
+                    tokio::time::sleep(interval).await;
+                }
+                Ok(v) => return AnalysisResult::Verdict(v),
+                Err(e) => return unavailable(e.to_string()),
+            }
         }
     }
 
@@ -258,6 +274,18 @@ impl Job {
         };
         analyze(spec, name, &params, &spec.prometheus.address, window).await
     }
+}
+
+/// How many times a final judgement short of data is taken again, one interval apart.
+const LATE_ROUNDS: u32 = 3;
+
+/// Whether a verdict is `Inconclusive` only for too few samples (no query failed): a late
+/// scrape can still change it.
+fn short_of_data(v: &Verdict) -> bool {
+    v.outcome == Outcome::Inconclusive
+        && !v.metrics.is_empty()
+        && v.metrics.iter().all(|m| m.result != MetricOutcome::Error)
+        && v.metrics.iter().any(|m| m.result == MetricOutcome::Nodata)
 }
 
 /// Sleeps until `t` (returns at once when it has passed).
@@ -417,6 +445,28 @@ mod tests {
         let v = verdict(&[0.0; 5], (LOW, LOW), &[2.0, 2.0, 2.0, 2.0, 2.0]);
         assert_eq!(v.outcome, Outcome::Fail, "{v:#?}");
         assert!(!decided(&v), "{v:#?}");
+    }
+
+    #[test]
+    fn only_an_inconclusive_for_too_few_samples_is_judged_again() {
+        // Three samples of four needed: a late scrape can still make it.
+        let v = verdict(&[0.0; 3], (&[0.02; 3], &[0.02; 3]), &[0.5; 3]);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{v:#?}");
+        assert!(short_of_data(&v));
+        // Enough samples: whatever the outcome, it stands.
+        assert!(!short_of_data(&verdict(&[0.0; 5], (LOW, LOW), FLAT)));
+        assert!(!short_of_data(&verdict(&[0.05; 5], (LOW, LOW), FLAT)));
+        // A failed query: the backend's trouble, not lateness (the template's retries handle it).
+        let map = BTreeMap::from([(
+            "errors".to_owned(),
+            Observation {
+                errors: vec!["canary: HTTP 503".into()],
+                ..Default::default()
+            },
+        )]);
+        let v = judge(&spec(), &map);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{v:#?}");
+        assert!(!short_of_data(&v));
     }
 
     #[test]
