@@ -285,7 +285,13 @@ impl Agent {
                 _ => Ok(m.clone()),
             };
             match prepared {
-                Ok(body) => batch.push((*i, body, action.force())),
+                // An object fledge has not applied yet may exist already (applied by hand or by
+                // another tool, without fledge's label): `spec.force` takes it over too.
+                Ok(body) => batch.push((
+                    *i,
+                    body,
+                    action.force() || (repo.spec.force && matches!(action, Action::Create)),
+                )),
                 Err(e) => failed.push((*i, e)),
             }
         }
