@@ -157,6 +157,26 @@ fn config_repo_template_renders_cleanly_for_both_clusters() {
             "rendered 6 objects from 8 files"
         );
     }
+    // clusters/local is what `make demo` runs on the local env: the same app plus an HTTPRoute
+    // on the env's gateway and its own fast AnalysisTemplate instead of ../../analysis.
+    let out = fledge()
+        .args([
+            "validate",
+            template().to_str().unwrap(),
+            "--path",
+            "clusters/local",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "local: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "rendered 7 objects from 9 files"
+    );
     let out = fledge()
         .args([
             "render",

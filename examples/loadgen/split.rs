@@ -1,8 +1,9 @@
 //! Load through a gateway, counted per backend: a steady rate of requests to one URL (with a
 //! `Host` header and extra headers of your choice), each answer attributed to the backend that
-//! served it by the demo app's `x-fledge-track` and `x-fledge-pod` headers. Used by
-//! `cargo run --example loadgen -- --url …` and included by tests (`tests/support/dataplane.rs`)
-//! to measure real traffic splits. HTTP/1.1 over plain TCP, one connection per request
+//! served it by the demo app's `x-fledge-track`, `x-fledge-pod` and `x-fledge-version` headers.
+//! Used by `cargo run --example loadgen -- --url …` (and `make demo`, which measures the canary's
+//! share per step with it) and included by tests (`tests/support/dataplane.rs`) to measure real
+//! traffic splits. HTTP/1.1 over plain TCP, one connection per request
 //! (`Connection: close`), loopback only.
 
 #![allow(dead_code)] // the loadgen binary and each test use different parts
@@ -127,6 +128,8 @@ pub struct Split {
     pub by_track: BTreeMap<String, u64>,
     /// Answers per `x-fledge-pod`.
     pub by_pod: BTreeMap<String, u64>,
+    /// Answers per `x-fledge-version` (the app version that served them).
+    pub by_version: BTreeMap<String, u64>,
     /// Answers per HTTP status.
     pub by_code: BTreeMap<u16, u64>,
     /// Requests with no answer (connection refused or reset, timeout).
@@ -163,6 +166,9 @@ impl Split {
                 }
                 if let Some(p) = r.header("x-fledge-pod") {
                     *self.by_pod.entry(p.to_owned()).or_default() += 1;
+                }
+                if let Some(v) = r.header("x-fledge-version") {
+                    *self.by_version.entry(v.to_owned()).or_default() += 1;
                 }
             }
             Err(_) => self.failed += 1,
