@@ -73,6 +73,15 @@ pub fn desired(
                         .unwrap_or_else(|| "analysis inconclusive".into()),
                 }),
             ),
+            // The andon cord: pending, saying who froze it and why (the reason says both).
+            Some(PauseReason::Frozen) => post(
+                &st.canary_revision,
+                StatusState::Pending,
+                format!(
+                    "canary {weight}% · paused: {}",
+                    st.reason.as_deref().unwrap_or("frozen")
+                ),
+            ),
             Some(PauseReason::Marginal) => post(
                 &st.canary_revision,
                 StatusState::Pending,
@@ -101,6 +110,12 @@ pub fn desired(
                     format!("not rolled out: {}", td.message),
                 ),
                 TeardownCause::RevertedInGit => None,
+                // Not a verdict: the change goes out again after the unfreeze.
+                TeardownCause::Frozen => post(
+                    &st.canary_revision,
+                    StatusState::Pending,
+                    format!("canary taken down, not rolled out yet: {}", td.message),
+                ),
                 // The verdict is final once traffic is back on stable (and git has been asked
                 // to agree): one `failure` per failed revision, not one per phase.
                 _ if hold_failure || st.phase == Phase::Aborted => None,
@@ -118,6 +133,22 @@ pub fn desired(
                     Some(p)
                 }
             }
+        }
+        // Healthy with a template git asks for that is not on stable: held by a freeze.
+        Phase::Healthy
+            if st.handoff.as_ref().is_some_and(|h| {
+                Some(&h.template_hash) != st.stable_template_hash.as_ref()
+                    && st.stable_template_hash.is_some()
+            }) =>
+        {
+            post(
+                &st.handoff.as_ref().map(|h| h.revision.clone()),
+                StatusState::Pending,
+                format!(
+                    "waiting: {}",
+                    st.reason.as_deref().unwrap_or("held by a freeze")
+                ),
+            )
         }
         Phase::Healthy => match before.phase {
             Phase::Promoting => post(
