@@ -377,6 +377,48 @@ mod tests {
     }
 
     #[test]
+    fn a_freeze_is_pending_and_says_who_and_why_never_a_failure() {
+        let mut st = progressing(50, None);
+        st.phase = Phase::Paused;
+        st.pause_reason = Some(PauseReason::Frozen);
+        st.reason = Some("frozen by alice (cli): incident 4711".into());
+        let p = desired(CTX, &st, &st, false, None).unwrap();
+        assert_eq!(p.status.state, StatusState::Pending);
+        assert_eq!(
+            p.status.description,
+            "canary 50% · paused: frozen by alice (cli): incident 4711"
+        );
+        // Abort mode: pending on the canary's commit, not a failure.
+        let mut ab = st.clone();
+        ab.phase = Phase::Aborted;
+        ab.pause_reason = None;
+        ab.teardown = Some(Teardown {
+            cause: TeardownCause::Frozen,
+            message: "aborted: frozen by alice (cli): incident 4711".into(),
+        });
+        let p = desired(CTX, &st, &ab, false, None).unwrap();
+        assert_eq!((p.sha.as_str(), p.status.state), ("c0ffee", StatusState::Pending));
+        assert!(p.status.description.contains("alice"), "{}", p.status.description);
+        // Held: a Healthy rollout whose hand-off is not on stable waits, pending, on its commit.
+        let held = RolloutStatus {
+            phase: Phase::Healthy,
+            stable_template_hash: Some("h1".into()),
+            handoff: Some(RolloutHandoff {
+                template_hash: "h2".into(),
+                revision: "beef".into(),
+                provenance: vec![],
+                template: serde_json::json!({}),
+                replicas: None,
+            }),
+            reason: Some("revision beef held: frozen by bob (git): release".into()),
+            ..RolloutStatus::default()
+        };
+        let p = desired(CTX, &held, &held, false, None).unwrap();
+        assert_eq!((p.sha.as_str(), p.status.state), ("beef", StatusState::Pending));
+        assert!(p.status.description.contains("frozen by bob (git): release"));
+    }
+
+    #[test]
     fn an_inconclusive_analysis_is_an_error_and_never_a_failure() {
         let mut st = progressing(0, None);
         st.phase = Phase::Paused;
