@@ -24,10 +24,7 @@ const FILES: &str = "[ns.yaml, cm.yaml, web.yaml, web-rollout.yaml]";
 const STEPS: &str = "[{setWeight: 50}, {pause: {}}]";
 
 fn remote(ns: &str, git_revert: bool) -> GitRemote {
-    let ro = rollout("web", STEPS).replace(
-        "gitRevert: false",
-        &format!("gitRevert: {git_revert}"),
-    );
+    let ro = rollout("web", STEPS).replace("gitRevert: false", &format!("gitRevert: {git_revert}"));
     GitRemote::new(&[
         ("fledge.yaml", bundle(ns, FILES)),
         ("ns.yaml", ns_file(ns)),
@@ -65,11 +62,18 @@ async fn canary_in_flight(s: &Setup, remote: &GitRemote) -> String {
     })
     .await;
     let v2 = remote.commit(&[("web.yaml", deployment("web", 4, "v2"))], &[], "web v2");
-    rollout_where(&s.client, &s.ns, "web", "v2 canary at the pause step", 90, |st| {
-        st.phase == Phase::Paused
-            && st.pause_reason == Some(PauseReason::PauseStep)
-            && st.canary_revision.as_deref() == Some(v2.as_str())
-    })
+    rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "v2 canary at the pause step",
+        90,
+        |st| {
+            st.phase == Phase::Paused
+                && st.pause_reason == Some(PauseReason::PauseStep)
+                && st.canary_revision.as_deref() == Some(v2.as_str())
+        },
+    )
     .await;
     v2
 }
@@ -81,7 +85,11 @@ async fn frozen_on(s: &Setup, v2: &str, who: &str) -> fledge::crd::RolloutStatus
     })
     .await;
     assert_eq!(st.canary_revision.as_deref(), Some(v2), "{st:#?}");
-    assert_eq!(st.set_weight, Some(50), "traffic stays where it is: {st:#?}");
+    assert_eq!(
+        st.set_weight,
+        Some(50),
+        "traffic stays where it is: {st:#?}"
+    );
     assert_eq!(st.current_step, Some(1));
     let reason = st.reason.clone().unwrap_or_default();
     assert!(reason.contains(who), "{reason}");
@@ -92,14 +100,23 @@ async fn frozen_on(s: &Setup, v2: &str, who: &str) -> fledge::crd::RolloutStatus
 /// the canary stays v2 and frozen.
 async fn v3_not_started(s: &Setup, v2: &str, v3: &str) {
     let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.ns);
-    rollout_where(&s.client, &s.ns, "web", "the v3 hand-off recorded", 60, |st| {
-        st.handoff.as_ref().is_some_and(|h| h.revision == v3)
-    })
+    rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "the v3 hand-off recorded",
+        60,
+        |st| st.handoff.as_ref().is_some_and(|h| h.revision == v3),
+    )
     .await;
     let until = std::time::Instant::now() + Duration::from_secs(4);
     while std::time::Instant::now() < until {
         let st = rollout_where(&s.client, &s.ns, "web", "status", 10, |_| true).await;
-        assert_eq!(st.canary_revision.as_deref(), Some(v2), "v3 started: {st:#?}");
+        assert_eq!(
+            st.canary_revision.as_deref(),
+            Some(v2),
+            "v3 started: {st:#?}"
+        );
         assert_eq!(st.pause_reason, Some(PauseReason::Frozen), "{st:#?}");
         assert!(st.teardown.is_none(), "{st:#?}");
         let canary = get(&deployments, "web-canary").await.expect("canary kept");
@@ -113,11 +130,18 @@ async fn v3_not_started(s: &Setup, v2: &str, v3: &str) {
 /// After the unfreeze: the paused canary moves on; v3 (handed off meanwhile) supersedes it and
 /// stops at the pause step; `promote --full` ends the rollout with stable on v3.
 async fn resumes_and_ends(s: &Setup, v3: &str) {
-    rollout_where(&s.client, &s.ns, "web", "v3 canary at the pause step", 90, |st| {
-        st.phase == Phase::Paused
-            && st.pause_reason == Some(PauseReason::PauseStep)
-            && st.canary_revision.as_deref() == Some(v3)
-    })
+    rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "v3 canary at the pause step",
+        90,
+        |st| {
+            st.phase == Phase::Paused
+                && st.pause_reason == Some(PauseReason::PauseStep)
+                && st.canary_revision.as_deref() == Some(v3)
+        },
+    )
     .await;
     let (ok, out, err) = fledge(&s.env, &["promote", "--full", &format!("{}/web", s.ns)]);
     assert!(ok, "{out}{err}");
@@ -161,7 +185,14 @@ async fn fledge_freeze_pauses_the_canary_holds_new_changes_and_unfreeze_moves_on
 
     let (ok, out, err) = fledge(
         &s.env,
-        &["freeze", &s.repo, "--reason", "incident 4711", "--by", "alice"],
+        &[
+            "freeze",
+            &s.repo,
+            "--reason",
+            "incident 4711",
+            "--by",
+            "alice",
+        ],
     );
     assert!(ok, "{out}{err}");
     assert!(out.contains("frozen by alice"), "{out}");
@@ -217,7 +248,9 @@ async fn fledge_freeze_pauses_the_canary_holds_new_changes_and_unfreeze_moves_on
     );
     let events = events_about(&s.client, &s.repo, "Frozen").await;
     assert!(
-        events.iter().any(|(_, n)| n.contains("by alice (cli): incident 4711")),
+        events
+            .iter()
+            .any(|(_, n)| n.contains("by alice (cli): incident 4711")),
         "{events:?}"
     );
     assert_eq!(metric(&agent, &s.repo).as_deref(), Some("1"));
@@ -289,10 +322,12 @@ async fn a_freeze_in_the_bundle_pauses_and_holds_until_a_commit_removes_it() {
         (f.source, f.by.as_str(), f.reason.as_str()),
         (FreezeSource::Git, "fledge-test", "release train 42")
     );
-    assert!(events_about(&s.client, &s.repo, "Frozen")
-        .await
-        .iter()
-        .any(|(_, n)| n.contains("(git): release train 42")));
+    assert!(
+        events_about(&s.client, &s.repo, "Frozen")
+            .await
+            .iter()
+            .any(|(_, n)| n.contains("(git): release train 42"))
+    );
 
     let v3 = remote.commit(&[("web.yaml", deployment("web", 4, "v3"))], &[], "web v3");
     v3_not_started(&s, &v2, &v3).await;
@@ -328,28 +363,46 @@ async fn freeze_abort_takes_the_canary_down_without_a_git_revert() {
 
     let (ok, out, err) = fledge(
         &s.env,
-        &["freeze", &s.repo, "--reason", "db migration", "--by", "carol", "--abort"],
+        &[
+            "freeze",
+            &s.repo,
+            "--reason",
+            "db migration",
+            "--by",
+            "carol",
+            "--abort",
+        ],
     );
     assert!(ok, "{out}{err}");
     let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.ns);
-    let st = rollout_where(&s.client, &s.ns, "web", "taken down, Healthy on stable", 90, |st| {
-        st.phase == Phase::Healthy
-            && st.reason.as_deref().is_some_and(|r| r.contains("held"))
-    })
+    let st = rollout_where(
+        &s.client,
+        &s.ns,
+        "web",
+        "taken down, Healthy on stable",
+        90,
+        |st| st.phase == Phase::Healthy && st.reason.as_deref().is_some_and(|r| r.contains("held")),
+    )
     .await;
     assert_eq!(st.failed_template_hash, None, "not a verdict: {st:#?}");
     assert!(st.revert_pull_request.is_none());
-    eventually("canary and baseline gone", Duration::from_secs(30), || async {
-        (get(&deployments, "web-canary").await.is_none()
-            && get(&deployments, "web-baseline").await.is_none())
-        .then_some(())
-    })
+    eventually(
+        "canary and baseline gone",
+        Duration::from_secs(30),
+        || async {
+            (get(&deployments, "web-canary").await.is_none()
+                && get(&deployments, "web-baseline").await.is_none())
+            .then_some(())
+        },
+    )
     .await;
     let stable = get(&deployments, "web").await.unwrap();
     assert_eq!(version(&stable).as_deref(), Some("v1"));
     let events = support::rollout::rollout_events(&s.client, &s.ns, "web").await;
     assert!(
-        events.iter().any(|(_, n)| n.contains("aborted: frozen by carol (cli, abort): db migration")),
+        events
+            .iter()
+            .any(|(_, n)| n.contains("aborted: frozen by carol (cli, abort): db migration")),
         "{events:?}"
     );
     // No git rollback: no revert branch, no revert commit on the tracked branch.
@@ -388,7 +441,15 @@ async fn freeze_all_holds_plain_config_too() {
     .await;
     let (ok, out, err) = fledge(
         &s.env,
-        &["freeze", &s.repo, "--reason", "change freeze", "--by", "dave", "--all"],
+        &[
+            "freeze",
+            &s.repo,
+            "--reason",
+            "change freeze",
+            "--by",
+            "dave",
+            "--all",
+        ],
     );
     assert!(ok, "{out}{err}");
     status_where(&s.client, &s.repo, "frozen with all", 30, |st| {
@@ -406,15 +467,27 @@ async fn freeze_all_holds_plain_config_too() {
         (ConditionStatus::False, "Frozen"),
         "{st:#?}"
     );
-    assert!(applied.message.contains("by dave (cli, all): change freeze"), "{}", applied.message);
+    assert!(
+        applied
+            .message
+            .contains("by dave (cli, all): change freeze"),
+        "{}",
+        applied.message
+    );
     assert_ne!(st.applied_commit.as_deref(), Some(c.as_str()));
     let cms = Api::<ConfigMap>::namespaced(s.client.clone(), &s.ns);
-    assert_eq!(cm_value(&cms).await.as_deref(), Some("1"), "plain config held");
+    assert_eq!(
+        cm_value(&cms).await.as_deref(),
+        Some("1"),
+        "plain config held"
+    );
 
     let (ok, out, err) = fledge(&s.env, &["unfreeze", &s.repo]);
     assert!(ok, "{out}{err}");
-    eventually("config applied after unfreeze", Duration::from_secs(60), || async {
-        (cm_value(&cms).await.as_deref() == Some("2")).then_some(())
-    })
+    eventually(
+        "config applied after unfreeze",
+        Duration::from_secs(60),
+        || async { (cm_value(&cms).await.as_deref() == Some("2")).then_some(()) },
+    )
     .await;
 }

@@ -3,8 +3,8 @@
 //! `fledge run --repo` and `kubectl apply` of the ConfigRepo never lift it). The agent acts on
 //! it: see `controller/freeze.rs` (sync) and `controller/rollouts/freeze.rs` (rollouts).
 
-use fledge::cli::FreezeArgs;
 use anyhow::{Context, bail};
+use fledge::cli::FreezeArgs;
 use fledge::crd::{ConfigRepo, FreezeSpec};
 use fledge::labels::FREEZE_FIELD_MANAGER;
 use fledge::limits::escape_controls;

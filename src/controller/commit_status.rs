@@ -397,8 +397,15 @@ mod tests {
             message: "aborted: frozen by alice (cli): incident 4711".into(),
         });
         let p = desired(CTX, &st, &ab, false, None).unwrap();
-        assert_eq!((p.sha.as_str(), p.status.state), ("c0ffee", StatusState::Pending));
-        assert!(p.status.description.contains("alice"), "{}", p.status.description);
+        assert_eq!(
+            (p.sha.as_str(), p.status.state),
+            ("c0ffee", StatusState::Pending)
+        );
+        assert!(
+            p.status.description.contains("alice"),
+            "{}",
+            p.status.description
+        );
         // Held: a Healthy rollout whose hand-off is not on stable waits, pending, on its commit.
         let held = RolloutStatus {
             phase: Phase::Healthy,
@@ -414,8 +421,15 @@ mod tests {
             ..RolloutStatus::default()
         };
         let p = desired(CTX, &held, &held, false, None).unwrap();
-        assert_eq!((p.sha.as_str(), p.status.state), ("beef", StatusState::Pending));
-        assert!(p.status.description.contains("frozen by bob (git): release"));
+        assert_eq!(
+            (p.sha.as_str(), p.status.state),
+            ("beef", StatusState::Pending)
+        );
+        assert!(
+            p.status
+                .description
+                .contains("frozen by bob (git): release")
+        );
     }
 
     #[test]

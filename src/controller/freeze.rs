@@ -10,8 +10,8 @@ use super::Agent;
 use super::events::{Kind, Note};
 use super::reconcile::SyncError;
 use crate::crd::{
-    Condition, ConditionStatus, ConfigRepo, ConfigRepoStatus, FreezeMode, FreezeSource,
-    FreezeSpec, Frozen, effective,
+    Condition, ConditionStatus, ConfigRepo, ConfigRepoStatus, FreezeMode, FreezeSource, FreezeSpec,
+    Frozen, effective,
 };
 use crate::labels::FREEZE_FIELD_MANAGER;
 use crate::render::BundleFreeze;
@@ -30,7 +30,11 @@ fn now_string() -> String {
 }
 
 /// The git freeze of a render: `since` stays while the freeze is the same one.
-pub fn git_frozen(prev: Option<&Frozen>, found: Option<&BundleFreeze>, now: &str) -> Option<Frozen> {
+pub fn git_frozen(
+    prev: Option<&Frozen>,
+    found: Option<&BundleFreeze>,
+    now: &str,
+) -> Option<Frozen> {
     let f = found?;
     let spec = FreezeSpec {
         reason: f.reason.clone(),
@@ -230,7 +234,11 @@ mod tests {
         assert_eq!(f.since.as_deref(), Some("2026-01-01T00:00:00Z"));
         let c = s.conditions.iter().find(|c| c.type_ == "Frozen").unwrap();
         assert_eq!(c.reason, "FrozenByCli");
-        assert!(c.message.contains("by alice (cli): incident 4711"), "{}", c.message);
+        assert!(
+            c.message.contains("by alice (cli): incident 4711"),
+            "{}",
+            c.message
+        );
         // The same freeze later: nothing moves (the status is deterministic).
         let mut again = s.clone();
         record(&mut again, &s, Some(&cli), Some(3), "2026-01-05T00:00:00Z");

@@ -179,7 +179,13 @@ impl Agent {
             .map(|t| t.to_string())
             .unwrap_or_default();
         let freeze_spec = repo.spec.freeze.as_ref();
-        super::freeze::record(&mut new, &prev, freeze_spec, repo.metadata.generation, &now_s);
+        super::freeze::record(
+            &mut new,
+            &prev,
+            freeze_spec,
+            repo.metadata.generation,
+            &now_s,
+        );
         self.announce_freeze(&repo, prev.frozen.as_ref(), new.frozen.as_ref())
             .await;
         if new != prev

@@ -118,7 +118,13 @@ impl Frozen {
     /// Whether `self` and `other` are the same freeze (ignoring when it was first seen).
     pub fn same_as(&self, other: &Frozen) -> bool {
         (self.source, &self.by, &self.reason, self.mode, self.all)
-            == (other.source, &other.by, &other.reason, other.mode, other.all)
+            == (
+                other.source,
+                &other.by,
+                &other.reason,
+                other.mode,
+                other.all,
+            )
     }
 }
 
@@ -160,7 +166,10 @@ mod tests {
         assert!(e.all);
         assert_eq!(e.since.as_deref(), Some("2026-02-02T00:00:00Z"));
         assert!(!e.message.contains('\n'), "control characters escaped");
-        assert!(e.message.starts_with("by alice (cli, abort, all): incident"));
+        assert!(
+            e.message
+                .starts_with("by alice (cli, abort, all): incident")
+        );
         assert_eq!(effective(None, None), None);
     }
 }

@@ -180,7 +180,13 @@ impl Bundle {
             for key in map.keys() {
                 if !matches!(
                     key.as_str(),
-                    "apiVersion" | "kind" | "metadata" | "namespace" | "include" | "patches" | "freeze"
+                    "apiVersion"
+                        | "kind"
+                        | "metadata"
+                        | "namespace"
+                        | "include"
+                        | "patches"
+                        | "freeze"
                 ) {
                     return Err(invalid(
                         doc.line_of(&format!("/{key}")),

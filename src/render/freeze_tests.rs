@@ -52,7 +52,10 @@ fn the_freeze_field_is_read_with_its_defaults() {
         .unwrap()
         .freeze
         .unwrap();
-    assert_eq!((f.by.as_deref(), f.abort, f.all), (Some("alice"), true, true));
+    assert_eq!(
+        (f.by.as_deref(), f.abort, f.all),
+        (Some("alice"), true, true)
+    );
 }
 
 #[test]
@@ -61,7 +64,10 @@ fn an_invalid_freeze_is_an_error_naming_file_line_and_problem() {
         ("freeze: true\n", "freeze must be a mapping"),
         ("freeze: {by: alice}\n", "missing field `reason`"),
         ("freeze: {reason: \"  \"}\n", "must say why"),
-        ("freeze: {reason: x, until: tomorrow}\n", "unknown field `until`"),
+        (
+            "freeze: {reason: x, until: tomorrow}\n",
+            "unknown field `until`",
+        ),
         ("freeze: {reason: x, abort: \"yes\"}\n", "invalid type"),
         ("freeze: {reason: \"a\\nb\"}\n", "one line"),
         ("freeze: {reason: x, by: \"\"}\n", "freeze.by"),
@@ -87,8 +93,9 @@ fn a_freeze_in_an_included_bundle_is_refused() {
     );
     let errs = errors(&t);
     assert!(
-        errs.iter().any(|e| e.starts_with("apps/web/fledge.yaml:4:")
-            && e.contains("only from the root bundle")),
+        errs.iter()
+            .any(|e| e.starts_with("apps/web/fledge.yaml:4:")
+                && e.contains("only from the root bundle")),
         "{errs:?}"
     );
 }

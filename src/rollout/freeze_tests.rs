@@ -57,13 +57,17 @@ fn a_canary_in_flight_pauses_where_it_is_and_the_unfreeze_resumes_it() {
     let d = step(&spec, &st, &o, t0());
     assert_eq!(d.status.phase, Phase::Paused);
     assert_eq!(d.status.pause_reason, Some(PauseReason::Frozen));
-    assert_eq!(d.status.current_step, Some(0), "settled, but does not move on");
+    assert_eq!(
+        d.status.current_step,
+        Some(0),
+        "settled, but does not move on"
+    );
     assert_eq!(d.status.set_weight, Some(10), "traffic stays where it is");
     assert!(
-        !d.actions
-            .iter()
-            .any(|a| matches!(a, Action::SetWeight { canary, .. } if *canary != 10)
-                || matches!(a, Action::DeleteWorkload { .. })),
+        !d.actions.iter().any(
+            |a| matches!(a, Action::SetWeight { canary, .. } if *canary != 10)
+                || matches!(a, Action::DeleteWorkload { .. })
+        ),
         "{:?}",
         d.actions
     );

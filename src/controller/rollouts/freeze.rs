@@ -42,11 +42,7 @@ impl Freezes {
             return Ok(None);
         };
         if self.synced.load(Ordering::Acquire) {
-            return Ok(self
-                .by_repo
-                .lock()
-                .ok()
-                .and_then(|m| m.get(repo).cloned()));
+            return Ok(self.by_repo.lock().ok().and_then(|m| m.get(repo).cloned()));
         }
         let api: Api<ConfigRepo> = Api::all(client.clone());
         Ok(api.get_opt(repo).await?.as_ref().and_then(freeze_of))
@@ -101,7 +97,9 @@ pub async fn watch(ctl: Arc<Rollouts>) {
                     ctl.push(&key, Duration::ZERO);
                 }
             }
-            Err(e) => tracing::warn!(repo = %name, error = %e, "listing the Rollouts of a frozen repo failed"),
+            Err(e) => {
+                tracing::warn!(repo = %name, error = %e, "listing the Rollouts of a frozen repo failed")
+            }
         }
     }
 }
