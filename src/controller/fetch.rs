@@ -53,7 +53,7 @@ pub struct Fetched {
 type RenderedFreeze = (Rendered, Option<BundleFreeze>);
 
 /// Converts a render into manifests, one object at a time (so the value trees are freed as the
-/// compact bodies are made), keeping the bundle's `freeze` (its `by` defaulting to `author`).
+/// compact bodies are made), keeping the bundle's `freeze` with the commit's `author`.
 fn compact(
     rendered: Result<crate::render::Desired, RenderErrors>,
     author: Option<String>,
@@ -61,9 +61,7 @@ fn compact(
     let mut freeze = None;
     let r = rendered.map(|d| {
         freeze = d.freeze.map(|mut f| {
-            if f.by.is_none() {
-                f.by = author;
-            }
+            f.author = author;
             f
         });
         d.objects

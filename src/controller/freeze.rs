@@ -29,16 +29,29 @@ fn now_string() -> String {
         .unwrap_or_default()
 }
 
-/// The git freeze of a render: `since` stays while the freeze is the same one.
+/// The git freeze of a render. Without `by`, who froze it is the author of the commit it was
+/// first seen in (a later commit by someone else does not change it), and `since` stays while
+/// the freeze is the same one.
 pub fn git_frozen(
     prev: Option<&Frozen>,
     found: Option<&BundleFreeze>,
     now: &str,
 ) -> Option<Frozen> {
     let f = found?;
+    let same = |p: &&Frozen| {
+        p.source == FreezeSource::Git
+            && p.reason == f.reason
+            && p.all == f.all
+            && (p.mode == FreezeMode::Abort) == f.abort
+    };
+    let by =
+        f.by.clone()
+            .or_else(|| prev.filter(same).map(|p| p.by.clone()))
+            .or_else(|| f.author.clone())
+            .unwrap_or_else(|| "git".into());
     let spec = FreezeSpec {
         reason: f.reason.clone(),
-        by: f.by.clone().unwrap_or_default(),
+        by,
         since: None,
         abort: f.abort,
         all: f.all,
@@ -206,6 +219,7 @@ mod tests {
             by: Some("bob".into()),
             abort: false,
             all: false,
+            author: None,
         };
         let a = git_frozen(None, Some(&f), "2026-01-01T00:00:00Z").unwrap();
         let b = git_frozen(Some(&a), Some(&f), "2026-01-02T00:00:00Z").unwrap();
@@ -217,6 +231,19 @@ mod tests {
         let c = git_frozen(Some(&a), Some(&other), "2026-01-02T00:00:00Z").unwrap();
         assert_eq!(c.since.as_deref(), Some("2026-01-02T00:00:00Z"));
         assert_eq!(git_frozen(Some(&a), None, "x"), None);
+        // Without `by`: the author of the commit that added it, kept over later commits.
+        let anon = |author: &str| BundleFreeze {
+            by: None,
+            author: Some(author.into()),
+            ..f.clone()
+        };
+        let first = git_frozen(None, Some(&anon("carol")), "t1").unwrap();
+        assert_eq!(first.by, "carol");
+        let later = git_frozen(Some(&first), Some(&anon("dave")), "t2").unwrap();
+        assert_eq!(
+            (later.by.as_str(), later.since.as_deref()),
+            ("carol", Some("t1"))
+        );
     }
 
     #[test]

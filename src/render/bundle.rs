@@ -53,6 +53,10 @@ pub struct BundleFreeze {
     /// Hold plain configuration too (apply nothing, prune nothing).
     #[serde(default)]
     pub all: bool,
+    /// Author of the commit the bundle was read from (filled in by the agent, never from YAML):
+    /// who froze it when `by` is left out.
+    #[serde(skip)]
+    pub author: Option<String>,
 }
 
 impl BundleFreeze {

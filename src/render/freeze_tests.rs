@@ -44,6 +44,7 @@ fn the_freeze_field_is_read_with_its_defaults() {
             by: None,
             abort: false,
             all: false,
+            author: None,
         })
     );
     assert_eq!(d.objects.len(), 1, "the objects still render");
