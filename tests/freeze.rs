@@ -491,3 +491,59 @@ async fn freeze_all_holds_plain_config_too() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_freezes_and_changes_a_template_does_not_start_it() {
+    let s = setup("frs", "frs").await;
+    let remote = remote(&s.ns, false);
+    let _agent = start_agent(
+        &s.env,
+        &s.agent_ns.name,
+        &format!("fledge.test/agent={}", s.id),
+        None,
+    )
+    .await;
+    create_repo(&s.client, &s.repo, &s.id, &remote.url(), ".").await;
+    status_where(&s.client, &s.repo, "initial sync", 90, |st| {
+        is(st, "Ready", ConditionStatus::True)
+    })
+    .await;
+    // The freeze is recorded (status.gitFreeze) before the template is handed to the Rollout.
+    let frozen_bundle = format!(
+        "{}freeze: {{reason: hold v2, by: erin}}\n",
+        bundle(&s.ns, FILES)
+    );
+    let v2 = remote.commit(
+        &[
+            ("fledge.yaml", frozen_bundle),
+            ("web.yaml", deployment("web", 4, "v2")),
+        ],
+        &[],
+        "freeze and web v2",
+    );
+    rollout_where(&s.client, &s.ns, "web", "v2 held", 60, |st| {
+        st.handoff.as_ref().is_some_and(|h| h.revision == v2)
+            && st.reason.as_deref().is_some_and(|r| r.contains("held"))
+    })
+    .await;
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.ns);
+    let rollouts = Api::<fledge::crd::Rollout>::namespaced(s.client.clone(), &s.ns);
+    let st = rollouts
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert_eq!(st.phase, Phase::Healthy, "{st:#?}");
+    assert!(
+        st.attempt == 0 && st.canary_revision.is_none(),
+        "v2 started: {st:#?}"
+    );
+    assert!(get(&deployments, "web-canary").await.is_none());
+
+    remote.commit(&[("fledge.yaml", bundle(&s.ns, FILES))], &[], "unfreeze");
+    rollout_where(&s.client, &s.ns, "web", "v2 goes out", 90, |st| {
+        st.canary_revision.as_deref() == Some(v2.as_str())
+    })
+    .await;
+}
