@@ -102,6 +102,23 @@ pub enum Command {
         /// The Rollout, as NAMESPACE/NAME.
         rollout: String,
     },
+    /// Pull the andon cord on a ConfigRepo: stop the line until `fledge unfreeze`.
+    ///
+    /// While frozen, no new rollout starts (template changes from git wait), canaries in flight
+    /// pause where they are (traffic unchanged; with --abort they are taken down instead, with no
+    /// git revert), and plain configuration still syncs (with --all nothing is applied or
+    /// pruned). Stored in the ConfigRepo's spec.freeze under the field manager `fledge-freeze`,
+    /// so re-applying the ConfigRepo does not lift it. The same can be done from git with a
+    /// `freeze:` field in the bundle. `kubectl get configrepo` shows who froze it and why.
+    ///
+    /// Example: fledge freeze production --reason "incident 4711: payments degraded"
+    Freeze(FreezeArgs),
+    /// Lift a `fledge freeze`: paused canaries resume, held changes start. A `freeze:` field in
+    /// the bundle is lifted by removing it in git.
+    Unfreeze {
+        /// The ConfigRepo (cluster-scoped), e.g. `production`.
+        config_repo: String,
+    },
     /// Print a table of rollouts: phase, step k/n, set/actual canary weight, last score, age.
     Status {
         /// Only this namespace (default: all).
@@ -366,4 +383,24 @@ pub fn default_repo_name(path: &str) -> String {
     } else {
         name
     }
+}
+
+/// `fledge freeze`.
+#[derive(Debug, Args)]
+pub struct FreezeArgs {
+    /// The ConfigRepo (cluster-scoped), e.g. `production`.
+    pub config_repo: String,
+    /// Why the line is stopped (shown in status, events and commit statuses).
+    #[arg(long, short = 'r')]
+    pub reason: String,
+    /// Who pulls the cord (default: $USER, else the kubeconfig's user).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Abort canaries in flight (traffic back to stable, canary removed, no git revert) instead
+    /// of pausing them; the change goes out again from its first step after the unfreeze.
+    #[arg(long)]
+    pub abort: bool,
+    /// Stop plain configuration too: fetch and plan, apply nothing, prune nothing.
+    #[arg(long)]
+    pub all: bool,
 }

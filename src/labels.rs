@@ -42,3 +42,7 @@ pub const ROLLOUT_FIELD_MANAGER: &str = "fledge-rollout";
 
 /// Label selector (the `kube` syntax) for objects a ConfigRepo manages.
 pub const MANAGED_SELECTOR: &str = CONFIG_REPO_LABEL;
+
+/// Field manager of `fledge freeze`/`unfreeze` on `ConfigRepo.spec.freeze`, and of sync's early
+/// write of `status.gitFreeze` (before anything of a freezing commit is applied).
+pub const FREEZE_FIELD_MANAGER: &str = "fledge-freeze";

@@ -117,6 +117,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli.global.kubeconfig,
             ));
         }
+        Command::Freeze(args) => {
+            return block_on(cmd::freeze::freeze_cmd(args, cli.global.kubeconfig));
+        }
+        Command::Unfreeze { config_repo } => {
+            return block_on(cmd::freeze::unfreeze_cmd(
+                config_repo,
+                cli.global.kubeconfig,
+            ));
+        }
         Command::Status { namespace, watch } => {
             return block_on(cmd::rollout::status_cmd(
                 namespace,

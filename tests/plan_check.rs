@@ -243,6 +243,22 @@ async fn a_pull_request_gets_one_plan_comment_edited_on_each_push_and_a_status()
         })
     };
     assert!(changed("-", "v1") && changed("+", "v2"), "{first_body}");
+    // Only that: fields the API server fills in (imagePullPolicy, dnsPolicy, …) are no change.
+    let diff_lines: Vec<&str> = canary
+        .lines()
+        .map(str::trim_start)
+        .take_while(|l| !l.is_empty() && !l.starts_with("**"))
+        .filter(|l| {
+            (l.starts_with('-') || l.starts_with('+'))
+                && !l.starts_with("---")
+                && !l.starts_with("+++")
+        })
+        .collect();
+    assert_eq!(
+        diff_lines.len(),
+        2,
+        "only VERSION changed: {diff_lines:#?}\n{first_body}"
+    );
     assert_no_secret_values(&first_body);
     // Only a plan: the cluster still runs main.
     let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);

@@ -73,6 +73,15 @@ pub fn desired(
                         .unwrap_or_else(|| "analysis inconclusive".into()),
                 }),
             ),
+            // The andon cord: pending, saying who froze it and why (the reason says both).
+            Some(PauseReason::Frozen) => post(
+                &st.canary_revision,
+                StatusState::Pending,
+                format!(
+                    "canary {weight}% · paused: {}",
+                    st.reason.as_deref().unwrap_or("frozen")
+                ),
+            ),
             Some(PauseReason::Marginal) => post(
                 &st.canary_revision,
                 StatusState::Pending,
@@ -101,6 +110,12 @@ pub fn desired(
                     format!("not rolled out: {}", td.message),
                 ),
                 TeardownCause::RevertedInGit => None,
+                // Not a verdict: the change goes out again after the unfreeze.
+                TeardownCause::Frozen => post(
+                    &st.canary_revision,
+                    StatusState::Pending,
+                    format!("canary taken down, not rolled out yet: {}", td.message),
+                ),
                 // The verdict is final once traffic is back on stable (and git has been asked
                 // to agree): one `failure` per failed revision, not one per phase.
                 _ if hold_failure || st.phase == Phase::Aborted => None,
@@ -118,6 +133,22 @@ pub fn desired(
                     Some(p)
                 }
             }
+        }
+        // Healthy with a template git asks for that is not on stable: held by a freeze.
+        Phase::Healthy
+            if st.handoff.as_ref().is_some_and(|h| {
+                Some(&h.template_hash) != st.stable_template_hash.as_ref()
+                    && st.stable_template_hash.is_some()
+            }) =>
+        {
+            post(
+                &st.handoff.as_ref().map(|h| h.revision.clone()),
+                StatusState::Pending,
+                format!(
+                    "waiting: {}",
+                    st.reason.as_deref().unwrap_or("held by a freeze")
+                ),
+            )
         }
         Phase::Healthy => match before.phase {
             Phase::Promoting => post(
@@ -343,6 +374,62 @@ mod tests {
         assert_eq!(p.status.description, "canary 33% · analysis 98/100");
         assert_eq!(p.status.context, CTX);
         assert_eq!(p.status.target_url.as_deref(), Some("https://dash/x"));
+    }
+
+    #[test]
+    fn a_freeze_is_pending_and_says_who_and_why_never_a_failure() {
+        let mut st = progressing(50, None);
+        st.phase = Phase::Paused;
+        st.pause_reason = Some(PauseReason::Frozen);
+        st.reason = Some("frozen by alice (cli): incident 4711".into());
+        let p = desired(CTX, &st, &st, false, None).unwrap();
+        assert_eq!(p.status.state, StatusState::Pending);
+        assert_eq!(
+            p.status.description,
+            "canary 50% · paused: frozen by alice (cli): incident 4711"
+        );
+        // Abort mode: pending on the canary's commit, not a failure.
+        let mut ab = st.clone();
+        ab.phase = Phase::Aborted;
+        ab.pause_reason = None;
+        ab.teardown = Some(Teardown {
+            cause: TeardownCause::Frozen,
+            message: "aborted: frozen by alice (cli): incident 4711".into(),
+        });
+        let p = desired(CTX, &st, &ab, false, None).unwrap();
+        assert_eq!(
+            (p.sha.as_str(), p.status.state),
+            ("c0ffee", StatusState::Pending)
+        );
+        assert!(
+            p.status.description.contains("alice"),
+            "{}",
+            p.status.description
+        );
+        // Held: a Healthy rollout whose hand-off is not on stable waits, pending, on its commit.
+        let held = RolloutStatus {
+            phase: Phase::Healthy,
+            stable_template_hash: Some("h1".into()),
+            handoff: Some(RolloutHandoff {
+                template_hash: "h2".into(),
+                revision: "beef".into(),
+                provenance: vec![],
+                template: serde_json::json!({}),
+                replicas: None,
+            }),
+            reason: Some("revision beef held: frozen by bob (git): release".into()),
+            ..RolloutStatus::default()
+        };
+        let p = desired(CTX, &held, &held, false, None).unwrap();
+        assert_eq!(
+            (p.sha.as_str(), p.status.state),
+            ("beef", StatusState::Pending)
+        );
+        assert!(
+            p.status
+                .description
+                .contains("frozen by bob (git): release")
+        );
     }
 
     #[test]

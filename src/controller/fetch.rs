@@ -7,7 +7,7 @@ use super::Agent;
 use super::reconcile::SyncError;
 use crate::apply::Manifest;
 use crate::crd::{ConfigRepo, ConfigRepoSpec};
-use crate::render::{FsTree, GitTree, RenderErrors, RenderOptions, Scopes};
+use crate::render::{BundleFreeze, FsTree, GitTree, RenderErrors, RenderOptions, Scopes};
 use crate::source::{self, Auth, Mirror, RemoteOptions};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -33,6 +33,10 @@ pub struct SourceCache {
     pub spec: Option<ConfigRepoSpec>,
     pub scopes: Option<Scopes>,
     pub desired: Option<Rendered>,
+    /// The `freeze` field of the cached render's root bundle (`by` filled in from the commit).
+    pub freeze: Option<BundleFreeze>,
+    /// The git freeze as last recorded by sync (`None`: not known since the agent started).
+    pub git_frozen: Option<Option<crate::crd::Frozen>>,
     /// Fetches failed in a row (for the backoff).
     pub failures: u32,
 }
@@ -41,19 +45,31 @@ pub struct SourceCache {
 pub struct Fetched {
     pub commit: String,
     pub rendered: Rendered,
+    /// The root bundle's `freeze` field (the andon cord from git), when the render succeeded.
+    pub freeze: Option<BundleFreeze>,
 }
 
+/// A render and its bundle's `freeze` field, as fetch hands them on.
+type RenderedFreeze = (Rendered, Option<BundleFreeze>);
+
 /// Converts a render into manifests, one object at a time (so the value trees are freed as the
-/// compact bodies are made).
+/// compact bodies are made), keeping the bundle's `freeze` with the commit's `author`.
 fn compact(
     rendered: Result<crate::render::Desired, RenderErrors>,
-) -> Result<Vec<Arc<Manifest>>, RenderErrors> {
-    rendered.map(|d| {
+    author: Option<String>,
+) -> RenderedFreeze {
+    let mut freeze = None;
+    let r = rendered.map(|d| {
+        freeze = d.freeze.map(|mut f| {
+            f.author = author;
+            f
+        });
         d.objects
             .into_iter()
             .map(|o| Arc::new(Manifest::from_rendered(o)))
             .collect()
-    })
+    });
+    (Arc::new(r), freeze)
 }
 
 /// A plain directory (not a git repository) named by the URL: rendered as it is (the dev loop).
@@ -197,15 +213,15 @@ impl Agent {
             spec.path.clone(),
         );
         let previous_commit = previous.as_ref().map(|(_, c)| c.clone());
-        let work = move || -> Result<(String, Option<Rendered>), SyncError> {
+        let work = move || -> Result<(String, Option<RenderedFreeze>), SyncError> {
             if let Some(dir) = local_dir(&url) {
                 let tree = FsTree::new(&dir).map_err(|e| SyncError::Fetch {
                     message: format!("opening {}: {e}", dir.display()),
                     reason: source::Reason::NotFound,
                     failures: 0,
                 })?;
-                let r = compact(crate::render::render(&tree, &path, &opts));
-                return Ok(("worktree".to_owned(), Some(Arc::new(r))));
+                let r = compact(crate::render::render(&tree, &path, &opts), None);
+                return Ok(("worktree".to_owned(), Some(r)));
             }
             let fetch_err = |e: source::SourceError| SyncError::Fetch {
                 reason: e.reason.clone(),
@@ -226,8 +242,13 @@ impl Agent {
                 reason: source::Reason::Other,
                 failures: 0,
             })?;
-            let r = compact(crate::render::render(&tree, &path, &opts));
-            Ok((commit_s, Some(Arc::new(r))))
+            let author = mirror
+                .repo()
+                .find_commit(commit)
+                .ok()
+                .and_then(|c| c.author().name().ok().map(str::to_owned));
+            let r = compact(crate::render::render(&tree, &path, &opts), author);
+            Ok((commit_s, Some(r)))
         };
         let result = match source::blocking(GIT_TIMEOUT, work).await {
             Err(e @ source::BlockingError::TimedOut(_)) => Err(SyncError::Fetch {
@@ -249,20 +270,28 @@ impl Agent {
                     cache.fetched_at = Some(Instant::now());
                 }
                 cache.failures = 0;
-                let rendered = match rendered {
-                    Some(r) => r,
-                    None => previous.map(|(r, _)| r).expect("reused only when cached"),
+                let (rendered, freeze) = match rendered {
+                    Some((r, f)) => (r, f),
+                    None => (
+                        previous.map(|(r, _)| r).expect("reused only when cached"),
+                        cache.freeze.clone(),
+                    ),
                 };
                 // A failed render is not kept: the next reconcile renders again (a transient
                 // cause, such as a CRD not yet discovered, must not stick to the commit).
                 if rendered.is_ok() {
                     cache.desired = Some(rendered.clone());
                     cache.scopes = Some(scopes);
+                    cache.freeze = freeze.clone();
                 } else {
                     cache.desired = None;
                 }
                 cache.commit = Some(commit.clone());
-                Ok(Fetched { commit, rendered })
+                Ok(Fetched {
+                    commit,
+                    freeze: freeze.filter(|_| rendered.is_ok()),
+                    rendered,
+                })
             }
             Err(e) => {
                 cache.failures += 1;

@@ -6,6 +6,7 @@
 mod commit_status;
 mod events;
 mod fetch;
+mod freeze;
 pub mod inventory;
 mod leader;
 pub mod prcheck;

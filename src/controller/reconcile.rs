@@ -38,6 +38,11 @@ pub enum SyncError {
     Observe(crate::apply::ApplyError),
     #[error("recording the inventory: {0}")]
     RecordInventory(String),
+    #[error("recording the freeze from git: {0}")]
+    RecordFreeze(String),
+    /// Frozen with `all` (the andon cord): fetched and rendered, nothing applied or pruned.
+    #[error("{message}: nothing applied, nothing pruned")]
+    Frozen { commit: String, message: String },
 }
 
 impl SyncError {
@@ -67,6 +72,7 @@ pub fn requeue(outcome: &Result<Synced, SyncError>, interval: Duration) -> Durat
     let next = match outcome {
         Err(SyncError::Fetch { failures, .. }) => fetch_backoff(*failures, jitter()),
         Err(SyncError::Spec(_)) => interval,
+        Err(SyncError::Frozen { .. }) => interval,
         Err(_) => RETRY_SOON,
         Ok(s) if s.unavailable() => RETRY_SOON,
         Ok(s) if s.progressing() => WHILE_PROGRESSING,
@@ -134,10 +140,18 @@ impl Agent {
             self.report(&repo, &result).await;
             let outcome = match result {
                 // Stopped after the fetch: the status still records what was fetched.
+                Err(SyncError::Frozen { commit, message }) => Outcome::StoppedAfterFetch {
+                    error: SyncError::Frozen {
+                        commit: commit.clone(),
+                        message,
+                    },
+                    commit,
+                },
                 Err(
                     e @ (SyncError::Inventory(_)
                     | SyncError::Observe(_)
-                    | SyncError::RecordInventory(_)),
+                    | SyncError::RecordInventory(_)
+                    | SyncError::RecordFreeze(_)),
                 ) => {
                     match self
                         .sources
@@ -155,12 +169,25 @@ impl Agent {
             (outcome, next)
         };
         let prev = repo.status.clone().unwrap_or_default();
-        let new = status::build(
+        let now = jiff::Timestamp::now();
+        let mut new = status::build(&prev, repo.metadata.generation, &outcome, now);
+        if let Some(git) = self.git_frozen(name).await {
+            new.git_freeze = git;
+        }
+        let now_s = now
+            .round(jiff::Unit::Second)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let freeze_spec = repo.spec.freeze.as_ref();
+        super::freeze::record(
+            &mut new,
             &prev,
+            freeze_spec,
             repo.metadata.generation,
-            &outcome,
-            jiff::Timestamp::now(),
+            &now_s,
         );
+        self.announce_freeze(&repo, prev.frozen.as_ref(), new.frozen.as_ref())
+            .await;
         if new != prev
             && let Err(e) = self.write_status(name, &new).await
         {
@@ -196,8 +223,13 @@ impl Agent {
     /// The sync pipeline, one step per line.
     async fn sync(&self, repo: &ConfigRepo, force_fetch: bool) -> Result<Synced, SyncError> {
         let interval = interval(repo)?;
-        let Fetched { commit, rendered } =
-            self.fetch_and_render(repo, interval, force_fetch).await?;
+        let Fetched {
+            commit,
+            rendered,
+            freeze,
+        } = self.fetch_and_render(repo, interval, force_fetch).await?;
+        let found = rendered.as_ref().as_ref().ok().map(|_| freeze.as_ref());
+        self.freeze_gate(repo, &commit, found).await?;
         let desired = match rendered.as_ref() {
             Ok(d) => d,
             Err(errors) => return Ok(Synced::render_failed(commit, errors.clone())),

@@ -49,6 +49,10 @@ impl Agent {
         let name = repo.metadata.name.clone().unwrap_or_default();
         let me = repo.object_ref(&());
         match outcome {
+            // The andon cord with `all`: not a failure (the freeze's own events say it).
+            Err(SyncError::Frozen { commit, message }) => {
+                tracing::info!(commit = %short(commit), "{message}: nothing applied, nothing pruned");
+            }
             Err(e) => {
                 if let SyncError::Fetch { reason, .. } = e {
                     let reason = match reason {

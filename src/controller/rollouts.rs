@@ -19,10 +19,12 @@
 //!
 //! Submodules: `observe` reads the cluster into [`Observations`], `act` carries out the
 //! [`Action`]s, `router` is the `gatewayAPI`/`istio` traffic router (track Services, route
-//! weights, achieved weights), `sampler` runs the analyses. Beside them, `super::rollback` makes
+//! weights, achieved weights), `sampler` runs the analyses, `freeze` reads the ConfigRepo's
+//! freeze (the andon cord) into the observations. Beside them, `super::rollback` makes
 //! the git rollback a failure asks for, and `super::commit_status` shows each pass on the commit.
 
 mod act;
+mod freeze;
 mod metrics;
 mod observe;
 mod router;
@@ -89,6 +91,7 @@ pub struct Rollouts {
     samplers: Samplers,
     rollbacks: Rollbacks,
     statuses: Arc<CommitStatuses>,
+    freezes: freeze::Freezes,
     /// Stable Deployment `(namespace, name)` → Rollout names targeting it (watch routing).
     targets: Mutex<HashMap<Key, String>>,
     /// When a watch event about each queued Rollout was first observed and not yet acted on
@@ -118,6 +121,7 @@ impl Rollouts {
             samplers: Samplers::new(agent.client.clone(), queue.clone()),
             rollbacks: Rollbacks::new(agent.clone(), queue.clone()),
             statuses: CommitStatuses::new(agent.clone()),
+            freezes: freeze::Freezes::default(),
             agent,
             queue,
             targets: Mutex::default(),
@@ -183,6 +187,7 @@ impl Rollouts {
         {
             obs.obs.metrics_backend = sampler::probe(&self.client(), ns, &run.template).await;
         }
+        obs.obs.freeze = (self.freezes.of(&self.client(), &ro).await).map_err(Error::Observe)?;
         obs.obs.git_rollback = self
             .rollbacks
             .observe(key, status.failed_revision.as_deref());
@@ -501,6 +506,7 @@ pub async fn run(agent: Arc<Agent>) {
     tasks.spawn(watch_rollouts(ctl.clone(), rollouts_writer));
     tasks.spawn(ctl.statuses.clone().run());
     tasks.spawn(watch_deployments(ctl.clone(), deployments_writer));
+    tasks.spawn(freeze::watch(ctl.clone()));
     for _ in 0..agent.opts.rollout_workers.max(1) {
         tasks.spawn(worker(ctl.clone()));
     }

@@ -219,6 +219,13 @@ fn failed_step(c: &mut Conditions, e: &SyncError) {
             "ClusterUnavailable",
             format!("{message}; nothing applied"),
         ),
+        SyncError::Frozen { .. } => c.set("Applied", false, "Frozen", message),
+        SyncError::RecordFreeze(_) => c.set(
+            "Applied",
+            false,
+            "StatusUnavailable",
+            format!("{message}; nothing applied"),
+        ),
         SyncError::Inventory(_) | SyncError::RecordInventory(_) => c.set(
             "Applied",
             false,

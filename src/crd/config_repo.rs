@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.path"}"#,
     printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.appliedCommit"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Frozen","type":"string","jsonPath":".status.frozen.message"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -70,6 +71,11 @@ pub struct ConfigRepoSpec {
     /// What fledge does in git when a canary fails.
     #[serde(default)]
     pub rollback: RepoRollbackSpec,
+    /// The andon cord, pulled with `fledge freeze` (written by its own field manager
+    /// `fledge-freeze`, so re-applying the ConfigRepo does not lift it): no new rollout starts,
+    /// in-flight canaries pause (or abort), plain configuration still syncs unless `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<super::FreezeSpec>,
 }
 
 fn default_branch() -> String {
@@ -185,7 +191,13 @@ pub struct ConfigRepoStatus {
     /// The first errors of the last reconcile, each naming its object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ObjectError>,
-    /// `Ready`, `Fetched`, `Rendered`, `Applied`, `Healthy`.
+    /// The freeze in effect (`fledge freeze`, or the bundle's `freeze` field): who, why, since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<super::Frozen>,
+    /// The `freeze` field of the bundle at the fetched commit (kept while git is unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_freeze: Option<super::Frozen>,
+    /// `Ready`, `Fetched`, `Rendered`, `Applied`, `Healthy`, and `Frozen` while frozen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -5,11 +5,13 @@
 mod analysis_template;
 mod common;
 mod config_repo;
+mod freeze;
 mod rollout;
 
 pub use analysis_template::*;
 pub use common::*;
 pub use config_repo::*;
+pub use freeze::*;
 pub use rollout::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

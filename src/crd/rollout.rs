@@ -282,6 +282,9 @@ pub enum PauseReason {
     Inconclusive,
     /// Paused by `fledge pause`; `resume` continues.
     Manual,
+    /// The ConfigRepo is frozen (`fledge freeze`, or `freeze` in the bundle); the unfreeze
+    /// continues. Traffic stays where it was.
+    Frozen,
 }
 
 /// Why the canary is being (or was) taken down.
@@ -297,6 +300,9 @@ pub enum TeardownCause {
     Superseded,
     /// Git went back to the stable template mid-rollout; nothing to roll out any more.
     RevertedInGit,
+    /// The ConfigRepo was frozen with `abort`: not a verdict on the canary (no git revert); the
+    /// change goes out again after the unfreeze.
+    Frozen,
 }
 
 /// The canary's teardown in progress (or done): traffic to stable first, then canary and

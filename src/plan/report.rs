@@ -500,17 +500,20 @@ impl Writer<'_> {
                     };
                     if let Action::HoldTemplate { rollout, .. } = action {
                         // What the canary will run: the template git has against the live one.
+                        // Git's side as the server would store it (a dry run of git's own body),
+                        // so fields the server fills in (imagePullPolicy, dnsPolicy, …) are on
+                        // both sides and only real changes show.
                         let template = |v: Option<&Value>| {
                             v.and_then(|v| v.pointer("/spec/template"))
                                 .map(yaml)
                                 .unwrap_or_default()
                         };
+                        let git = match self.dry_run(m).await {
+                            Ok(Ok(v)) => v,
+                            _ => m.value(),
+                        };
                         text.push_str("  canary pod template (stable → git):\n");
-                        self.template_diff(
-                            text,
-                            &template(live.as_ref()),
-                            &template(Some(&m.value())),
-                        );
+                        self.template_diff(text, &template(live.as_ref()), &template(Some(&git)));
                         r.canary.push(json!({"object": key, "rollout": format!("{}/{rollout}", m.key.namespace)}));
                     }
                     r.update

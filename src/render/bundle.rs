@@ -26,6 +26,78 @@ pub(super) struct BundleSpec {
     pub include: Vec<String>,
     #[serde(default)]
     pub patches: Vec<PatchSpec>,
+    /// The andon cord from git; validated by [`BundleFreeze::from_value`].
+    #[serde(default)]
+    pub freeze: Option<Value>,
+}
+
+/// Longest `freeze.reason` accepted.
+pub const MAX_FREEZE_REASON: usize = 512;
+/// Longest `freeze.by` accepted.
+pub const MAX_FREEZE_BY: usize = 128;
+
+/// The `freeze` field of the root bundle: the andon cord pulled from git (a pull request can
+/// pull it). While present, no new rollout starts; in-flight canaries pause (or abort with
+/// `abort: true`); plain configuration still syncs unless `all: true`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BundleFreeze {
+    /// Why (required, one line).
+    pub reason: String,
+    /// Who; the agent uses the commit's author when absent.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Abort in-flight canaries (no git revert) instead of pausing them.
+    #[serde(default)]
+    pub abort: bool,
+    /// Hold plain configuration too (apply nothing, prune nothing).
+    #[serde(default)]
+    pub all: bool,
+    /// Author of the commit the bundle was read from (filled in by the agent, never from YAML):
+    /// who froze it when `by` is left out.
+    #[serde(skip)]
+    pub author: Option<String>,
+}
+
+impl BundleFreeze {
+    /// Reads and validates the `freeze` value of a bundle; the error says what is wrong.
+    pub fn from_value(v: &Value) -> Result<BundleFreeze, String> {
+        if !v.is_object() {
+            return Err(
+                "freeze must be a mapping with reason (required), by, abort and all".into(),
+            );
+        }
+        let f: BundleFreeze = serde_json::from_value(v.clone())
+            .map_err(|e| format!("freeze: {}", clean_serde(&e.to_string())))?;
+        let reason = f.reason.trim();
+        if reason.is_empty() {
+            return Err("freeze.reason must say why the line is stopped".into());
+        }
+        if reason.chars().count() > MAX_FREEZE_REASON {
+            return Err(format!(
+                "freeze.reason is longer than {MAX_FREEZE_REASON} characters"
+            ));
+        }
+        if reason.chars().any(char::is_control) {
+            return Err("freeze.reason must be one line without control characters".into());
+        }
+        if let Some(by) = &f.by {
+            let by = by.trim();
+            if by.is_empty() || by.chars().count() > MAX_FREEZE_BY {
+                return Err(format!(
+                    "freeze.by must be a name of 1 to {MAX_FREEZE_BY} characters (or left out: the commit's author)"
+                ));
+            }
+            if by.chars().any(char::is_control) {
+                return Err("freeze.by must not hold control characters".into());
+            }
+        }
+        Ok(BundleFreeze {
+            reason: reason.to_owned(),
+            by: f.by.map(|b| b.trim().to_owned()),
+            ..f
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +141,8 @@ pub(super) struct Bundle {
     pub include_lines: Vec<usize>,
     /// Line of each patch's target.
     pub patch_lines: Vec<usize>,
+    /// Line of the `freeze` field.
+    pub freeze_line: Option<usize>,
 }
 
 impl Bundle {
@@ -82,10 +156,12 @@ impl Bundle {
                 namespace: None,
                 include: vec![".".into()],
                 patches: vec![],
+                freeze: None,
             },
             namespace_line: None,
             include_lines: vec![1],
             patch_lines: vec![],
+            freeze_line: None,
         }
     }
 
@@ -108,12 +184,18 @@ impl Bundle {
             for key in map.keys() {
                 if !matches!(
                     key.as_str(),
-                    "apiVersion" | "kind" | "metadata" | "namespace" | "include" | "patches"
+                    "apiVersion"
+                        | "kind"
+                        | "metadata"
+                        | "namespace"
+                        | "include"
+                        | "patches"
+                        | "freeze"
                 ) {
                     return Err(invalid(
                         doc.line_of(&format!("/{key}")),
                         format!(
-                            "unknown field {key:?}; a bundle has apiVersion, kind, metadata, namespace, include and patches"
+                            "unknown field {key:?}; a bundle has apiVersion, kind, metadata, namespace, include, patches and freeze"
                         ),
                     ));
                 }
@@ -131,6 +213,7 @@ impl Bundle {
             include_lines: (0..spec.include.len())
                 .map(|i| doc.line_of(&format!("/include/{i}")))
                 .collect(),
+            freeze_line: spec.freeze.as_ref().map(|_| doc.line_of("/freeze")),
             patch_lines: (0..spec.patches.len())
                 .map(|i| doc.line_of(&format!("/patches/{i}/target")))
                 .collect(),

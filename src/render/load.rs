@@ -3,7 +3,7 @@
 //! reading, YAML nodes and documents, bundles, directory entries), learning the scope of kinds
 //! defined by CRDs on the way.
 
-use super::bundle::{BUNDLE_API_VERSION, BUNDLE_FILE, Bundle, PatchSpec};
+use super::bundle::{BUNDLE_API_VERSION, BUNDLE_FILE, Bundle, BundleFreeze, PatchSpec};
 use super::error::{ErrorKind, RenderError};
 use super::tree::{self, Entry, FileTree, join, resolve_with};
 use super::validate::{check_object, is_dns_label, is_list};
@@ -66,6 +66,8 @@ pub(super) struct Loader<'a> {
     input_bytes: u64,
     /// Directories being walked (resolved), against symlinks that lead back up.
     walking: BTreeSet<String>,
+    /// The root bundle's `freeze` field.
+    pub freeze: Option<BundleFreeze>,
 }
 
 impl<'a> Loader<'a> {
@@ -83,6 +85,7 @@ impl<'a> Loader<'a> {
             dir_entries: 0,
             input_bytes: 0,
             walking: BTreeSet::new(),
+            freeze: None,
         }
     }
 
@@ -259,6 +262,19 @@ impl<'a> Loader<'a> {
                 bundle.namespace_line,
                 ErrorKind::InvalidBundle(format!("namespace {ns:?} is not a valid namespace name")),
             );
+        }
+        if let Some(v) = &spec.freeze {
+            // The cord belongs to the cluster's bundle: a nested (base) bundle pulling it would
+            // freeze every cluster that includes it, unseen.
+            let found = if stack.is_empty() {
+                BundleFreeze::from_value(v)
+            } else {
+                Err("freeze is read only from the root bundle (the cluster's fledge.yaml), not from an included one".into())
+            };
+            match found {
+                Ok(f) => self.freeze = Some(f),
+                Err(m) => self.err(&path, bundle.freeze_line, ErrorKind::InvalidBundle(m)),
+            }
         }
         if stack.len() >= self.limits.max_bundle_depth {
             self.err(

@@ -22,9 +22,11 @@ mod yaml;
 #[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
+mod freeze_tests;
+#[cfg(test)]
 mod tests;
 
-pub use bundle::{BUNDLE_API_VERSION, BUNDLE_FILE};
+pub use bundle::{BUNDLE_API_VERSION, BUNDLE_FILE, BundleFreeze};
 pub use canonical::{hash, kind_rank, write_canonical};
 pub use error::{ErrorKind, RenderError, RenderErrors};
 pub use git::GitTree;
@@ -114,6 +116,8 @@ pub struct Desired {
     pub objects: Vec<RenderedObject>,
     /// Number of files read (bundles and manifests).
     pub files: usize,
+    /// The root bundle's `freeze` field (the andon cord pulled from git).
+    pub freeze: Option<BundleFreeze>,
 }
 
 /// Renders the bundle at `path` (a directory holding `fledge.yaml`, the bundle file itself, or a
@@ -131,6 +135,7 @@ pub fn render(
         mut errors,
         files,
         scopes,
+        freeze,
         ..
     } = loader;
     let Some(root) = root else {
@@ -148,6 +153,7 @@ pub fn render(
     Ok(Desired {
         objects: rendered,
         files: files.len(),
+        freeze,
     })
 }
 

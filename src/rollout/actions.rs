@@ -357,7 +357,7 @@ fn git_rollback(st: &RolloutStatus, cx: &Cx, out: &mut Vec<Action>) {
             Some(FailedVerdict::progress_deadline_exceeded())
         }
         TeardownCause::Aborted => Some(FailedVerdict::aborted()),
-        TeardownCause::Superseded | TeardownCause::RevertedInGit => None,
+        TeardownCause::Superseded | TeardownCause::RevertedInGit | TeardownCause::Frozen => None,
     };
     let Some(verdict) = verdict else { return };
     out.push(Action::RequestGitRollback(FailedRollout {

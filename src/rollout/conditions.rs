@@ -89,6 +89,7 @@ fn pause_word(r: PauseReason) -> &'static str {
         PauseReason::Marginal => "Marginal",
         PauseReason::Inconclusive => "Inconclusive",
         PauseReason::Manual => "Manual",
+        PauseReason::Frozen => "Frozen",
     }
 }
 
@@ -100,6 +101,7 @@ fn cause_word(c: crate::crd::TeardownCause) -> &'static str {
         C::Aborted => "AbortedByRequest",
         C::Superseded => "Superseded",
         C::RevertedInGit => "RevertedInGit",
+        C::Frozen => "Frozen",
     }
 }
 

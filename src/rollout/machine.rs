@@ -250,6 +250,9 @@ fn idle(st: &mut RolloutStatus, cx: &Cx) -> bool {
         }
         return false;
     }
+    if let Some(changed) = super::freeze::hold_start(st, cx, h) {
+        return changed;
+    }
     start_rollout(st, cx, h);
     true
 }
@@ -358,6 +361,9 @@ fn interrupted(st: &mut RolloutStatus, cx: &Cx) -> bool {
 }
 
 fn progressing(st: &mut RolloutStatus, cx: &Cx) -> bool {
+    if let super::freeze::Gate::Hold(changed) = super::freeze::in_flight(st, cx) {
+        return changed;
+    }
     if interrupted(st, cx) {
         return true;
     }
@@ -475,7 +481,8 @@ fn tearing_down(st: &mut RolloutStatus, cx: &Cx) -> bool {
     st.step_started_at = None;
     st.steps_hash = None;
     match cause {
-        Some(TeardownCause::Superseded) | Some(TeardownCause::RevertedInGit) | None => {
+        Some(TeardownCause::Superseded | TeardownCause::RevertedInGit | TeardownCause::Frozen)
+        | None => {
             let reason = st.reason.take();
             to_healthy(st, reason);
         }

@@ -41,10 +41,16 @@
 //! * A failure (failed analysis, progress deadline, `abort`) tears down (traffic first), records
 //!   the failed template hash, goes `RolledBack`, and hands a [`FailedRollout`] to the git
 //!   rollback; the hash is not tried again until git changes the template (or `retry`).
+//! * **Freeze** ([`Observations::freeze`], the andon cord of the ConfigRepo): no new rollout
+//!   starts (the hand-off waits); a canary in flight pauses with reason `Frozen` and its weights
+//!   unchanged, or in `abort` mode is taken down like a supersede (no failed hash, no git
+//!   revert). A promotion under way finishes. Git going back to the stable template still tears
+//!   down. The unfreeze resumes what the freeze paused and starts held changes. See `freeze.rs`.
 
 mod actions;
 pub mod conditions;
 mod context;
+mod freeze;
 mod gate;
 mod machine;
 pub mod replicas;
@@ -52,6 +58,8 @@ mod request;
 pub mod routes;
 mod types;
 
+#[cfg(test)]
+mod freeze_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -61,6 +69,7 @@ mod tests;
 #[cfg(test)]
 mod tests_flows;
 
+pub use freeze::Freeze;
 pub use machine::{Progress, progress, step};
 pub use request::{Request, RequestError, Verb};
 pub use types::*;

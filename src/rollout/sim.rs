@@ -250,6 +250,7 @@ impl World {
             metrics_backend: BackendHealth::Up,
             request: self.request.clone(),
             git_rollback,
+            freeze: None,
         }
     }
 

@@ -128,6 +128,8 @@ pub struct Observations {
     /// Raw value of the `fledge.dev/request` annotation.
     pub request: Option<String>,
     pub git_rollback: Option<GitRollbackObs>,
+    /// The freeze of the ConfigRepo the Rollout came from (`None`: not frozen).
+    pub freeze: Option<super::Freeze>,
 }
 
 /// What to sample and judge.

@@ -110,6 +110,8 @@ pub struct Metrics {
     /// Analysis verdicts recorded in Rollout statuses, by result (`Pass`, `Marginal`, `Fail`,
     /// `Inconclusive`).
     pub rollout_verdicts: Family<ResultLabel, Counter>,
+    /// 1 while a ConfigRepo is frozen (`fledge freeze` or `freeze` in its bundle), else 0.
+    pub frozen: Family<RepoLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -134,6 +136,12 @@ impl Default for Metrics {
                 ])
             });
         let rollout_verdicts = Family::<ResultLabel, Counter>::default();
+        let frozen = Family::<RepoLabel, Gauge>::default();
+        registry.register(
+            "frozen",
+            "1 while a ConfigRepo is frozen (the andon cord: fledge freeze, or freeze in its bundle)",
+            frozen.clone(),
+        );
         registry.register(
             "rollout_step_duration_seconds",
             "Seconds each rollout step ran, by step kind",
@@ -213,6 +221,7 @@ impl Default for Metrics {
             rollout_reaction,
             rollout_step_duration,
             rollout_verdicts,
+            frozen,
         }
     }
 }

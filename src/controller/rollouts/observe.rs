@@ -64,6 +64,7 @@ pub async fn observe(
         metrics_backend: Default::default(),
         request: ro.annotations().get(REQUEST_ANNOTATION).cloned(),
         git_rollback: None,
+        freeze: None,
     };
     Ok(Observed { obs, stable })
 }
