@@ -246,13 +246,10 @@ async fn a_pull_request_gets_one_plan_comment_edited_on_each_push_and_a_status()
     // Only that: fields the API server fills in (imagePullPolicy, dnsPolicy, …) are no change.
     let diff_lines: Vec<&str> = canary
         .lines()
-        .map(str::trim_start)
-        .take_while(|l| !l.is_empty() && !l.starts_with("**"))
-        .filter(|l| {
-            (l.starts_with('-') || l.starts_with('+'))
-                && !l.starts_with("---")
-                && !l.starts_with("+++")
-        })
+        .skip(1)
+        // The template diff's lines are indented by four spaces, then the diff's sign.
+        .map_while(|l| l.strip_prefix("    "))
+        .filter(|l| l.starts_with('-') || l.starts_with('+'))
         .collect();
     assert_eq!(
         diff_lines.len(),
