@@ -35,7 +35,7 @@ mod tests;
 use super::commit_status::{self, CommitStatuses};
 use super::rollback::Rollbacks;
 use super::{Agent, EventKind, EventNote};
-use crate::crd::{ConfigRepo, PauseReason, Phase, Rollout, RolloutStatus, TeardownCause};
+use crate::crd::{PauseReason, Phase, Rollout, RolloutStatus, TeardownCause};
 use crate::labels::{CONFIG_REPO_LABEL, ROLLOUT_FIELD_MANAGER};
 use crate::rollout::routes::RouteError;
 use crate::rollout::{self, Action, Decision};
@@ -257,9 +257,8 @@ impl Rollouts {
         let Some(repo) = ro.labels().get(CONFIG_REPO_LABEL) else {
             return false;
         };
-        let repos: Api<ConfigRepo> = Api::all(self.client());
-        match repos.get_opt(repo).await {
-            Ok(Some(r)) => sel.matches(r.labels()),
+        match self.freezes.labels_of(&self.client(), repo).await {
+            Ok(Some(labels)) => sel.matches(&labels),
             _ => false,
         }
     }

@@ -1,7 +1,8 @@
 //! The andon cord's gate in the rollout controller: reads the freeze of the ConfigRepo a Rollout
 //! came from (label `fledge.dev/config-repo`; `spec.freeze` from `fledge freeze`, else
 //! `status.gitFreeze` from the bundle) into [`Observations::freeze`](crate::rollout::Observations),
-//! the engine's input. A watch of ConfigRepos keeps the freezes cached and, when one changes,
+//! the engine's input. A watch of ConfigRepos keeps the freezes (and each repo's labels, for the
+//! agent's `--selector`) cached and, when one changes,
 //! queues that repository's Rollouts at once (so a freeze pauses them, and an unfreeze resumes
 //! them and starts held changes, without waiting for a resync).
 
@@ -13,7 +14,7 @@ use futures_util::StreamExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub fn freeze_of(repo: &ConfigRepo) -> Option<Freeze> {
 #[derive(Default)]
 pub struct Freezes {
     by_repo: Mutex<HashMap<String, Freeze>>,
+    /// Each ConfigRepo's labels (the agent's `--selector` is matched against them).
+    labels: Mutex<HashMap<String, BTreeMap<String, String>>>,
     synced: AtomicBool,
 }
 
@@ -46,6 +49,29 @@ impl Freezes {
         }
         let api: Api<ConfigRepo> = Api::all(client.clone());
         Ok(api.get_opt(repo).await?.as_ref().and_then(freeze_of))
+    }
+
+    /// The labels of ConfigRepo `repo` (`None`: no such repo), from the watch once it has
+    /// delivered its first list, else from the API.
+    pub async fn labels_of(
+        &self,
+        client: &Client,
+        repo: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, kube::Error> {
+        if self.synced.load(Ordering::Acquire) {
+            return Ok(self.labels.lock().ok().and_then(|m| m.get(repo).cloned()));
+        }
+        let api: Api<ConfigRepo> = Api::all(client.clone());
+        Ok(api.get_opt(repo).await?.map(|r| r.labels().clone()))
+    }
+
+    fn set_labels(&self, repo: &str, labels: Option<BTreeMap<String, String>>) {
+        if let Ok(mut m) = self.labels.lock() {
+            match labels {
+                Some(l) => m.insert(repo.to_owned(), l),
+                None => m.remove(repo),
+            };
+        }
     }
 
     /// Records `repo`'s freeze; `true` if it changed.
@@ -71,9 +97,14 @@ pub async fn watch(ctl: Arc<Rollouts>) {
     while let Some(ev) = stream.next().await {
         let (name, freeze) = match ev {
             Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                ctl.freezes
+                    .set_labels(&r.name_any(), Some(r.labels().clone()));
                 (r.name_any(), freeze_of(&r))
             }
-            Ok(watcher::Event::Delete(r)) => (r.name_any(), None),
+            Ok(watcher::Event::Delete(r)) => {
+                ctl.freezes.set_labels(&r.name_any(), None);
+                (r.name_any(), None)
+            }
             Ok(watcher::Event::InitDone) => {
                 ctl.freezes.synced.store(true, Ordering::Release);
                 continue;
