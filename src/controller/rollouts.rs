@@ -62,6 +62,8 @@ pub type Key = (String, String);
 /// Why a pass ended early. Each pipeline step has its own variant.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("the cached Rollout is older than a write already made; waiting for the watch")]
+    Stale,
     #[error("observing the cluster: {0}")]
     Observe(#[source] kube::Error),
     #[error("writing the status: {0}")]
@@ -101,8 +103,8 @@ pub struct Rollouts {
     rollouts: Store<Rollout>,
     /// Deployments as the Deployment watch last delivered them (without `managedFields`).
     deployments: Store<Deployment>,
-    /// Per Rollout, the `resourceVersion` its last status write replaced: a cached copy still
-    /// at that version is older than this controller's own write.
+    /// Per Rollout, a `resourceVersion` known to be outdated (its last status write replaced it,
+    /// or a write over it was refused as stale): a cached copy still at that version is skipped.
     replaced: Mutex<HashMap<Key, String>>,
 }
 
@@ -169,9 +171,9 @@ impl Rollouts {
             return Ok(None);
         };
         if self.is_replaced(key, &ro) {
-            // The watch has not delivered this controller's own last write yet; it will, and
-            // that queues the next pass.
-            return Ok(None);
+            // The watch has not delivered the newer version yet; it will, and that queues the
+            // next pass.
+            return Err(Error::Stale);
         }
         if !self.governs(&ro).await {
             return Ok(None);
@@ -194,7 +196,19 @@ impl Rollouts {
         let now = jiff::Timestamp::now();
         let decision = rollout::step(&ro.spec, &status, &obs.obs, now);
         if decision.status != status {
-            let written = self.write_status(&api, &ro, &decision.status).await?;
+            let written = match self.write_status(&api, &ro, &decision.status).await {
+                Ok(w) => w,
+                Err(e) => {
+                    // Refused as stale: a newer version exists and the watch will deliver it;
+                    // until then, passes over the cached (stale) copy are skipped.
+                    if matches!(&e, Error::WriteStatus(kube::Error::Api(a)) if a.code == 409)
+                        && let (Ok(mut r), Some(rv)) = (self.replaced.lock(), ro.resource_version())
+                    {
+                        r.insert(key.clone(), rv);
+                    }
+                    return Err(e);
+                }
+            };
             // A write that changed nothing keeps the version; the cache is current then.
             if let (Ok(mut r), Some(rv)) = (self.replaced.lock(), ro.resource_version())
                 && written.resource_version().as_ref() != Some(&rv)
@@ -614,6 +628,7 @@ async fn worker(ctl: Arc<Rollouts>) {
         }
         let next = match result {
             Ok(Ok(next)) => next,
+            Ok(Err(Error::Stale)) => None,
             Ok(Err(Error::WriteStatus(kube::Error::Api(e)))) if e.code == 409 => {
                 // Someone (sync's hand-off, a request) wrote the Rollout since it was read: the
                 // pass is void; look again at once with fresh data.
