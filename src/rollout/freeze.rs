@@ -1,12 +1,15 @@
 //! The andon cord in the engine: while the governing ConfigRepo is frozen
 //! ([`Observations::freeze`]) no new rollout starts, and a canary in flight pauses where it is
 //! (`Paused`, reason `Frozen`, weights unchanged) or, in `abort` mode, is taken down without a
-//! failure verdict (no failed hash, no git revert). The unfreeze resumes only what the freeze
+//! failure verdict (no failed hash, no git revert). An analysis that fails while frozen is still
+//! acted on (the canary is taken down, as unfrozen); a passing one waits for the unfreeze. The unfreeze resumes only what the freeze
 //! paused (not a human's pause or a marginal verdict) and starts held changes. Called from
 //! `machine.rs` before the normal transitions of `idle` and `progressing`.
 
+use super::AnalysisResult;
 use super::context::{Cx, short};
 use super::machine::begin_teardown;
+use crate::analysis::Outcome;
 use crate::crd::{FreezeMode, PauseReason, Phase, RolloutHandoff, RolloutStatus, TeardownCause};
 
 /// The freeze of the Rollout's ConfigRepo, as the controller observed it.
@@ -58,6 +61,15 @@ pub(super) fn in_flight(st: &mut RolloutStatus, cx: &Cx) -> Gate {
         );
         return Gate::Hold(true);
     }
+    // A canary that failed its analysis meanwhile is taken down as it would be unfrozen: the
+    // cord stops the line, it never keeps a bad canary in traffic.
+    if failed_analysis(st, cx) {
+        if st.pause_reason == Some(PauseReason::Frozen) {
+            st.phase = Phase::Progressing;
+            st.pause_reason = None;
+        }
+        return Gate::Open;
+    }
     // A human's pause, a marginal or an inconclusive verdict already hold it; the freeze
     // leaves them as they are (the unfreeze does not end them either).
     let held_already = st.phase == Phase::Paused
@@ -78,6 +90,19 @@ pub(super) fn in_flight(st: &mut RolloutStatus, cx: &Cx) -> Gate {
     st.pause_reason = Some(PauseReason::Frozen);
     st.reason = reason;
     Gate::Hold(true)
+}
+
+/// The running analysis of `st` came back with a `Fail` verdict.
+fn failed_analysis(st: &RolloutStatus, cx: &Cx) -> bool {
+    let Some(run) = &st.analysis else {
+        return false;
+    };
+    cx.obs
+        .analysis
+        .as_ref()
+        .filter(|a| a.run_id == run.run_id)
+        .and_then(|a| a.result.as_ref())
+        .is_some_and(|r| matches!(r, AnalysisResult::Verdict(v) if v.outcome == Outcome::Fail))
 }
 
 /// Idle with a new template handed off: while frozen, hold it (`true` if the status changed).

@@ -150,3 +150,41 @@ fn git_back_on_stable_still_tears_down_a_frozen_canary() {
         Some(TeardownCause::RevertedInGit)
     );
 }
+
+#[test]
+fn a_failed_analysis_during_a_freeze_still_takes_the_canary_down() {
+    use crate::analysis::Outcome;
+    for (outcome, taken_down) in [(Outcome::Fail, true), (Outcome::Pass, false)] {
+        let (spec, st, mut o, _) = super::tests::judged(super::tests::verdict(outcome, 50.0));
+        let result = o.analysis.take();
+        let now = st
+            .step_started_at
+            .as_deref()
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .expect("step started")
+            + jiff::SignedDuration::from_secs(11 * 60 + 1);
+        // Frozen while the analysis runs: paused where it is.
+        o.freeze = frozen(FreezeMode::Pause);
+        let paused = step(&spec, &st, &o, now);
+        assert_eq!(paused.status.pause_reason, Some(PauseReason::Frozen));
+        // Then the verdict comes in.
+        o.analysis = result;
+        let d = step(&spec, &paused.status, &o, now);
+        let cause = d.status.teardown.as_ref().map(|t| t.cause);
+        if taken_down {
+            assert_eq!(
+                cause,
+                Some(TeardownCause::AnalysisFailed),
+                "{:#?}",
+                d.status
+            );
+        } else {
+            assert_eq!(cause, None, "{:#?}", d.status);
+            assert_eq!(d.status.pause_reason, Some(PauseReason::Frozen));
+            assert_eq!(
+                d.status.current_step, paused.status.current_step,
+                "waits for the unfreeze"
+            );
+        }
+    }
+}
