@@ -15,7 +15,9 @@ use support::rollout::{
     constant_template, deployment, fledge, rollout, rollout_events, rollout_where, track_labels,
     version,
 };
-use support::sync::{Setup, bundle, create_repo, is, ns_file, setup, start_agent, status_where};
+use support::sync::{
+    Setup, bundle, create_repo, events_about, is, ns_file, setup, start_agent, status_where,
+};
 use support::{GitRemote, eventually};
 
 const FILES: &str = "[ns.yaml, web.yaml, web-rollout.yaml]";
@@ -59,7 +61,7 @@ async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
         _cleanup,
     } = setup("ro", "ro").await;
     let remote = remote(&ns, "[{setWeight: 33}, {pause: {duration: 2s}}]");
-    let _agent = start_agent(
+    let agent = start_agent(
         &env,
         &agent_ns.name,
         &format!("fledge.test/agent={id}"),
@@ -128,6 +130,13 @@ async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
         .and_then(|a| a.get("fledge.dev/template-hash"))
         .cloned();
     assert_eq!(hash, st.handoff.map(|h| h.template_hash));
+    // The promotion is fledge's own doing: a sync pass after it finds no drift.
+    agent.agent.reconcile(&repo, false).await;
+    let drift = events_about(&client, &repo, "DriftDetected").await;
+    assert!(
+        drift.is_empty(),
+        "the promotion was taken for drift: {drift:?}"
+    );
     let (ok, out, err) = fledge(&env, &["status", "-n", &ns]);
     assert!(ok, "{err}");
     assert!(

@@ -5,7 +5,7 @@
 use super::health::{self, Health};
 use crate::labels::{
     APPLY_POLICY_ANNOTATION, CONFIG_REPO_LABEL, CONTENT_HASH_ANNOTATION, FIELD_MANAGER,
-    PRUNE_ANNOTATION, ROLLOUT_FIELD_MANAGER, TEMPLATE_HASH_ANNOTATION,
+    PRUNE_ANNOTATION, ROLLOUT_FIELD_MANAGER, TEMPLATE_HASH_ANNOTATION, TRACK_LABEL,
 };
 use crate::plan::{Live, Planned, RouteHold};
 use crate::render::{ObjectKey, RenderedObject};
@@ -234,7 +234,8 @@ impl Seen {
 /// That matters for a route a Rollout weighs: its rule list is atomic, so the router's weight
 /// patch moves the whole `spec.rules` from sync's entry to the rollout controller's. Counted
 /// together, nothing moved and sync sees no drift (a `kubectl edit` still moves it away from
-/// both). Without a rollout controller entry the hash is what it always was.
+/// both). Without a rollout controller entry the hash is what it always was. Its
+/// `fledge.dev/track` label on a promoted stable Deployment is left out (sync never owned it).
 pub fn managed_marker(meta: &kube::api::ObjectMeta) -> String {
     let main = |e: &&ManagedFieldsEntry| e.subresource.as_deref().unwrap_or("").is_empty();
     let mut rollout_fields = Value::Null;
@@ -243,6 +244,18 @@ pub fn managed_marker(meta: &kube::api::ObjectMeta) -> String {
             && let Some(f) = &e.fields_v1
         {
             merge_fields(&mut rollout_fields, &f.0);
+        }
+    }
+    // The track label the rollout controller puts on a stable Deployment it promotes is its own
+    // bookkeeping, not a field of git's that sync owned: gaining it is no drift.
+    if let Some(meta) = rollout_fields
+        .pointer_mut("/f:metadata")
+        .and_then(Value::as_object_mut)
+        && let Some(labels) = meta.get_mut("f:labels").and_then(Value::as_object_mut)
+    {
+        labels.remove(&format!("f:{TRACK_LABEL}"));
+        if labels.is_empty() {
+            meta.remove("f:labels");
         }
     }
     let mut h = Sha256::new();
@@ -411,6 +424,18 @@ mod tests {
             ),
         ]));
         assert_ne!(applied, edited);
+        // The track label the rollout controller adds when it promotes is not sync's field.
+        let template = serde_json::json!({"f:metadata": {"f:labels": {"f:app": {}}}, "f:spec": {"f:template": {}}});
+        let synced = managed_marker(&meta(vec![entry("fledge", "Apply", template.clone())]));
+        let promoted = managed_marker(&meta(vec![
+            entry("fledge", "Apply", template),
+            entry(
+                "fledge-rollout",
+                "Apply",
+                serde_json::json!({"f:metadata": {"f:labels": {"f:fledge.dev/track": {}}}, "f:spec": {"f:template": {}}}),
+            ),
+        ]));
+        assert_eq!(synced, promoted);
         // The rollout controller alone is not sync owning anything.
         assert_eq!(
             managed_marker(&meta(vec![entry("fledge-rollout", "Update", rules)])),
