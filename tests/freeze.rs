@@ -161,6 +161,23 @@ fn metric(agent: &support::sync::Running, repo: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(&key).map(str::to_owned))
 }
 
+/// The agent of `s` following `remote`, once its initial sync is Ready.
+async fn synced_agent(s: &Setup, remote: &GitRemote) -> support::sync::Running {
+    let agent = start_agent(
+        &s.env,
+        &s.agent_ns.name,
+        &format!("fledge.test/agent={}", s.id),
+        None,
+    )
+    .await;
+    create_repo(&s.client, &s.repo, &s.id, &remote.url(), ".").await;
+    status_where(&s.client, &s.repo, "initial sync", 90, |st| {
+        is(st, "Ready", ConditionStatus::True)
+    })
+    .await;
+    agent
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fledge_freeze_pauses_the_canary_holds_new_changes_and_unfreeze_moves_on() {
     let s = setup("frz", "frz").await;
@@ -427,18 +444,7 @@ async fn freeze_abort_takes_the_canary_down_without_a_git_revert() {
 async fn freeze_all_holds_plain_config_too() {
     let s = setup("frl", "frl").await;
     let remote = remote(&s.ns, false);
-    let _agent = start_agent(
-        &s.env,
-        &s.agent_ns.name,
-        &format!("fledge.test/agent={}", s.id),
-        None,
-    )
-    .await;
-    create_repo(&s.client, &s.repo, &s.id, &remote.url(), ".").await;
-    status_where(&s.client, &s.repo, "initial sync", 90, |st| {
-        is(st, "Ready", ConditionStatus::True)
-    })
-    .await;
+    let _agent = synced_agent(&s, &remote).await;
     let (ok, out, err) = fledge(
         &s.env,
         &[
@@ -496,18 +502,7 @@ async fn freeze_all_holds_plain_config_too() {
 async fn a_commit_that_freezes_and_changes_a_template_does_not_start_it() {
     let s = setup("frs", "frs").await;
     let remote = remote(&s.ns, false);
-    let _agent = start_agent(
-        &s.env,
-        &s.agent_ns.name,
-        &format!("fledge.test/agent={}", s.id),
-        None,
-    )
-    .await;
-    create_repo(&s.client, &s.repo, &s.id, &remote.url(), ".").await;
-    status_where(&s.client, &s.repo, "initial sync", 90, |st| {
-        is(st, "Ready", ConditionStatus::True)
-    })
-    .await;
+    let _agent = synced_agent(&s, &remote).await;
     // The freeze is recorded (status.gitFreeze) before the template is handed to the Rollout.
     let frozen_bundle = format!(
         "{}freeze: {{reason: hold v2, by: erin}}\n",

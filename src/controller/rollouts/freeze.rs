@@ -11,7 +11,7 @@ use crate::crd::{ConfigRepo, Rollout, effective};
 use crate::labels::CONFIG_REPO_LABEL;
 use crate::rollout::Freeze;
 use futures_util::StreamExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
@@ -119,17 +119,13 @@ pub async fn watch(ctl: Arc<Rollouts>) {
         if !ctl.freezes.set(&name, freeze) {
             continue;
         }
-        let rollouts: Api<Rollout> = Api::all(ctl.client());
-        let lp = ListParams::default().labels(&format!("{CONFIG_REPO_LABEL}={name}"));
-        match rollouts.list_metadata(&lp).await {
-            Ok(list) => {
-                for r in list.items {
-                    let key = (r.namespace().unwrap_or_default(), r.name_any());
-                    ctl.push(&key, Duration::ZERO);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(repo = %name, error = %e, "listing the Rollouts of a frozen repo failed")
+        // The repository's Rollouts, from the controller's cache of them.
+        for r in ctl.rollouts.state() {
+            if r.labels().get(CONFIG_REPO_LABEL) == Some(&name) {
+                ctl.push(
+                    &(r.namespace().unwrap_or_default(), r.name_any()),
+                    Duration::ZERO,
+                );
             }
         }
     }
