@@ -31,6 +31,7 @@ pub async fn start_agent(
     selector: &str,
     lease: Option<LeaseConfig>,
 ) -> Running {
+    agent_logs();
     let (client, log) = env.counting_client().await;
     let opts = AgentOptions {
         namespace: agent_ns.into(),
@@ -51,6 +52,17 @@ pub async fn start_agent(
         Arc::new(AtomicBool::new(false)),
     ));
     Running { agent, task, log }
+}
+
+/// The in-process agent's logs (level `info`, or `RUST_LOG`) go to the test's captured output:
+/// a failing test shows what the agent did.
+pub fn agent_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("fledge=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(filter)
+        .try_init();
 }
 
 pub async fn create_repo(client: &Client, name: &str, selector_value: &str, url: &str, path: &str) {

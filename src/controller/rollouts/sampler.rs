@@ -10,9 +10,9 @@
 //! in such an evaluation is no verdict at all: the run goes on, and only the final evaluation
 //! (with the template's retries) can turn errors into `Inconclusive`.
 //!
-//! The final evaluation, at the window's end, is taken again (same window, one interval later, at
-//! most three times) while it is `Inconclusive` only for too few samples: the last scrapes of a
-//! loaded Prometheus may not be in yet.
+//! A window whose final evaluation is `Inconclusive` only for too few samples is extended by one
+//! interval and judged again, at most three times: a new canary's first scrapes can come seconds
+//! after it started serving, and the last scrapes of a loaded Prometheus may not be in yet.
 //!
 //! Nothing is kept across restarts: a restarted agent gets the same `RunAnalysis` again from the
 //! status and samples the same window again.
@@ -172,20 +172,37 @@ impl Job {
             return AnalysisResult::Verdict(v);
         }
         sleep_until(self.req.end).await;
-        let window = self.window(self.req.end, interval);
-        // Samples near the window's end may not be scraped yet (a loaded Prometheus, a restarted
-        // agent judging at once): a judgement short of data is taken again over the same window,
-        // one interval later, up to `LATE_ROUNDS` times, before it stands as `Inconclusive`.
-        let mut late = 0;
+        // A window short of data is extended, one interval at a time, up to `EXTENSIONS` times,
+        // before it stands as `Inconclusive`: a new canary's first scrapes can come seconds after
+        // it started serving (service discovery, scrape interval, two points for a rate), and the
+        // newest samples of a loaded Prometheus may not be in yet. Judging the same window again
+        // would only fix the second.
+        let mut end = self.req.end;
+        let mut extended = 0;
         loop {
-            match self.judge(&template.spec, &name, window).await {
-                Ok(v) if late < LATE_ROUNDS && short_of_data(&v) => {
-                    late += 1;
+            match self
+                .judge(&template.spec, &name, self.window(end, interval))
+                .await
+            {
+                Ok(v) if extended < EXTENSIONS && short_of_data(&v) => {
+                    extended += 1;
+                    end = end.checked_add(interval).unwrap_or(end);
                     tracing::info!(rollout = %format!("{}/{}", self.key.0, self.key.1), run = %self.req.run_id,
-                        samples = ?samples(&template.spec, &v), "too few samples at the window's end; judging it again one interval later");
-                    tokio::time::sleep(interval).await;
+                        samples = ?samples(&template.spec, &v), until = %end, "too few samples by the window's end; extending it by one interval");
+                    sleep_until(end).await;
                 }
-                Ok(v) => return AnalysisResult::Verdict(v),
+                Ok(mut v) => {
+                    if extended > 0 {
+                        v.context.insert(
+                            "window".into(),
+                            format!(
+                                "extended {extended} interval(s) to {end}: too few samples by {}",
+                                self.req.end
+                            ),
+                        );
+                    }
+                    return AnalysisResult::Verdict(v);
+                }
                 Err(e) => return unavailable(e.to_string()),
             }
         }
@@ -276,8 +293,8 @@ impl Job {
     }
 }
 
-/// How many times a final judgement short of data is taken again, one interval apart.
-const LATE_ROUNDS: u32 = 3;
+/// How many intervals a window short of data is extended by, at most.
+const EXTENSIONS: u32 = 3;
 
 /// Whether a verdict is `Inconclusive` only for too few samples (no query failed): a late
 /// scrape can still change it.
