@@ -18,7 +18,9 @@
 //! `cargo bench --bench rollouts` runs 200 rollouts (and builds the peer if needed); under
 //! `cargo test` it runs 4 (the peer only if already built: it says so when it is not).
 //! `FLEDGE_BENCH_ROLLOUTS` overrides the count; `FLEDGE_BENCH_AGENT_LOG=<file>` and
-//! `FLEDGE_BENCH_PEER_LOG=<file>` keep the logs.
+//! `FLEDGE_BENCH_PEER_LOG=<file>` keep the logs; `FLEDGE_BENCH_AGENT_ARGS` adds arguments to
+//! `fledge run` (e.g. `--rollout-workers 64`); `FLEDGE_BENCH_PEER=0` skips the peer (experiments
+//! only: no ratio).
 
 #[path = "rollouts/argo.rs"]
 mod argo;
@@ -407,6 +409,11 @@ async fn main() {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
+        .args(
+            std::env::var("FLEDGE_BENCH_AGENT_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("KUBECONFIG", &env["KUBECONFIG"])
         .stdout(Stdio::null())
         .stderr(match std::env::var_os("FLEDGE_BENCH_AGENT_LOG") {
@@ -589,6 +596,10 @@ async fn main() {
         p99: percentile(&to_next_step, 0.99),
     };
 
+    if std::env::var("FLEDGE_BENCH_PEER").as_deref() == Ok("0") {
+        println!("  peer not run: FLEDGE_BENCH_PEER=0 (an experiment on fledge alone, no ratio)");
+        return;
+    }
     let Some(peer) = argo::installed(bench) else {
         println!(
             "  peer not run: Argo Rollouts is not built (benches/setup-argo-rollouts builds it; `cargo bench` runs it)"

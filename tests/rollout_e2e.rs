@@ -45,6 +45,25 @@ async fn synced(client: &kube::Client, repo: &str, deployments: &Api<Deployment>
     .await;
 }
 
+/// `d` (a Deployment of [`deployment`]) with one more env var.
+fn with_env(d: String, name: &str, value: &str) -> String {
+    d + &format!("        - {{name: {name}, value: \"{value}\"}}\n")
+}
+
+/// The env var names of a Deployment's first container.
+fn env_names(d: &Deployment) -> Vec<String> {
+    let c = &d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    c.env.iter().flatten().map(|e| e.name.clone()).collect()
+}
+
 async fn get(api: &Api<Deployment>, name: &str) -> Option<Deployment> {
     api.get_opt(name).await.ok().flatten()
 }
@@ -61,6 +80,15 @@ async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
         _cleanup,
     } = setup("ro", "ro").await;
     let remote = remote(&ns, "[{setWeight: 33}, {pause: {duration: 2s}}]");
+    // v1 has an env var that v2 removes; v2 adds another.
+    remote.commit(
+        &[(
+            "web.yaml",
+            with_env(deployment("web", 3, "v1"), "LEGACY", "1"),
+        )],
+        &[],
+        "web v1 with LEGACY",
+    );
     let agent = start_agent(
         &env,
         &agent_ns.name,
@@ -77,7 +105,14 @@ async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
     .await;
     assert!(st.canary_template_hash.is_none(), "{st:#?}");
 
-    remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
+    remote.commit(
+        &[(
+            "web.yaml",
+            with_env(deployment("web", 3, "v2"), "FEATURE", "on"),
+        )],
+        &[],
+        "web v2: FEATURE on, LEGACY gone",
+    );
     // Canary (new template) and baseline (stable template), same size, told apart by the track.
     let want = canary_pods(3, 33, true);
     let (canary, baseline) = eventually("canary and baseline", Duration::from_secs(60), || async {
@@ -123,6 +158,8 @@ async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
     .await;
     let stable = get(&deployments, "web").await.unwrap();
     assert_eq!(version(&stable).as_deref(), Some("v2"));
+    // Exactly git's v2 template: the env var v2 removed did not survive the promotion.
+    assert_eq!(env_names(&stable), ["VERSION", "FEATURE"]);
     let hash = stable
         .metadata
         .annotations
@@ -130,12 +167,19 @@ async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
         .and_then(|a| a.get("fledge.dev/template-hash"))
         .cloned();
     assert_eq!(hash, st.handoff.map(|h| h.template_hash));
+    let generation = stable.metadata.generation;
     // The promotion is fledge's own doing: a sync pass after it finds no drift.
     agent.agent.reconcile(&repo, false).await;
     let drift = events_about(&client, &repo, "DriftDetected").await;
     assert!(
         drift.is_empty(),
         "the promotion was taken for drift: {drift:?}"
+    );
+    let stable = get(&deployments, "web").await.unwrap();
+    assert_eq!(env_names(&stable), ["VERSION", "FEATURE"]);
+    assert_eq!(
+        stable.metadata.generation, generation,
+        "sync's pass rolled stable again"
     );
     let (ok, out, err) = fledge(&env, &["status", "-n", &ns]);
     assert!(ok, "{err}");

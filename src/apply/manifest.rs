@@ -104,11 +104,17 @@ impl Manifest {
     }
 
     /// This Deployment with another pod template (the live one, held while a rollout decides):
-    /// every other field as in git, the template and its hash annotation as given.
+    /// every other field as in git, the template and its hash annotation as given, and the
+    /// content hash of a held template ([`crate::plan::held_hash`]) unless it is git's own.
     pub fn holding_template(&self, template: Value, template_hash: Option<&str>) -> Manifest {
         let mut v = self.value();
         v["spec"]["template"] = template;
+        let hash = match template_hash.is_some() && template_hash == self.template_hash.as_deref() {
+            true => self.hash.clone(),
+            false => crate::plan::held_hash(&self.hash, template_hash),
+        };
         let annotations = &mut v["metadata"]["annotations"];
+        annotations[CONTENT_HASH_ANNOTATION] = Value::String(hash.clone());
         match template_hash {
             Some(th) => annotations[TEMPLATE_HASH_ANNOTATION] = Value::String(th.into()),
             None => {
@@ -120,7 +126,7 @@ impl Manifest {
         Manifest {
             key: self.key.clone(),
             api_version: self.api_version.clone(),
-            hash: self.hash.clone(),
+            hash,
             template_hash: template_hash.map(str::to_owned),
             rollout_target: None,
             rollout_route: None,

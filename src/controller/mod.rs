@@ -205,6 +205,7 @@ async fn work(agent: Arc<Agent>) {
                     let name = r.metadata.name.clone().unwrap_or_default();
                     watch_agent.generations.lock().await.remove(&name);
                     watch_agent.queue.remove(&name);
+                    watch_agent.metrics.forget_repo(&name);
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -129,6 +129,10 @@ impl Agent {
             .map(|(i, _)| *i)
             .chain(plan.drift_kept.iter().copied())
             .collect();
+        for i in &drift {
+            let action = plan.apply.iter().find(|(j, _)| j == i).map(|(_, a)| a);
+            tracing::debug!(object = %objects[*i].key, ?action, "drift");
+        }
         if !drift.is_empty() {
             self.metrics
                 .drift

@@ -106,6 +106,9 @@ pub struct Rollouts {
     /// Per Rollout, a `resourceVersion` known to be outdated (its last status write replaced it,
     /// or a write over it was refused as stale): a cached copy still at that version is skipped.
     replaced: Mutex<HashMap<Key, String>>,
+    /// Phase and step Events, posted in order by one background task so a pass does not wait
+    /// on them (they are informational; the status is the record).
+    events: tokio::sync::mpsc::UnboundedSender<(ObjectReference, EventNote)>,
 }
 
 impl Rollouts {
@@ -116,7 +119,16 @@ impl Rollouts {
         deployments: Store<Deployment>,
     ) -> Arc<Rollouts> {
         let queue: Arc<Queue<Key>> = Arc::default();
+        let (events, mut posts) = tokio::sync::mpsc::unbounded_channel();
+        let poster = agent.clone();
+        // Ends when the controller (the sender) is dropped with its leadership term.
+        tokio::spawn(async move {
+            while let Some((regarding, note)) = posts.recv().await {
+                poster.events.publish(&regarding, note).await;
+            }
+        });
         Arc::new(Rollouts {
+            events,
             rollouts,
             deployments,
             replaced: Mutex::default(),
@@ -217,7 +229,7 @@ impl Rollouts {
             }
             crate::failpoint::hit("rollout-after-status");
             self.record_transition(&ro, &status, &decision.status, now);
-            self.announce(&ro, &status, &decision.status).await;
+            self.announce(&ro, &status, &decision.status);
         }
         // Every pass, not only on a change: a restarted agent reports every Rollout at once.
         self.agent
@@ -313,7 +325,7 @@ impl Rollouts {
     }
 
     /// Events and abort counts for a phase change.
-    async fn announce(&self, ro: &Rollout, before: &RolloutStatus, after: &RolloutStatus) {
+    fn announce(&self, ro: &Rollout, before: &RolloutStatus, after: &RolloutStatus) {
         let phase_changed = before.phase != after.phase;
         let step_changed = before.current_step != after.current_step;
         if !phase_changed && !step_changed {
@@ -352,19 +364,14 @@ impl Rollouts {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         );
-        self.agent
-            .events
-            .publish(
-                &object_ref(ro),
-                EventNote {
-                    kind,
-                    reason: phase_reason(after.phase, phase_changed),
-                    action: "Rollout",
-                    related: None,
-                    message,
-                },
-            )
-            .await;
+        let note = EventNote {
+            kind,
+            reason: phase_reason(after.phase, phase_changed),
+            action: "Rollout",
+            related: None,
+            message,
+        };
+        let _ = self.events.send((object_ref(ro), note));
     }
 
     /// Carries out the actions in order; the first failure ends the pass (the next pass derives
@@ -410,7 +417,7 @@ impl Rollouts {
                                 "canary {canary}%, baseline {baseline}% not achieved: {message}"
                             ),
                         };
-                        self.agent.events.publish(&object_ref(ro), note).await;
+                        let _ = self.events.send((object_ref(ro), note));
                     }
                     written?;
                 }

@@ -262,7 +262,10 @@ fn governed() -> (Vec<Arc<Manifest>>, plan::Plan) {
     let live = BTreeMap::from([
         (
             desired[0].key.clone(),
-            live_of(&desired[0].hash, Some("old-template")),
+            live_of(
+                &plan::held_hash(&desired[0].hash, Some("old-template")),
+                Some("old-template"),
+            ),
         ),
         (desired[1].key.clone(), live_of(&desired[1].hash, None)),
     ]);

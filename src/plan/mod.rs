@@ -295,6 +295,15 @@ fn comparable(marker: &str) -> bool {
     marker.starts_with('m')
 }
 
+/// The content hash sync stamps on a governed Deployment it applied from git's content `hash`
+/// while holding the live pod template `held` (another than git's): never equal to `hash`, so
+/// once the rollout controller promotes git's template, the next sync applies git's Deployment
+/// as it is (an update, not drift) and owns exactly its fields again.
+pub fn held_hash(hash: &str, held: Option<&str>) -> String {
+    let held = held.unwrap_or("none");
+    format!("{hash}.held-{}", &held[..held.len().min(16)])
+}
+
 /// Deployments governed by a Rollout of the same render: Deployment key → Rollout key.
 pub fn governed(desired: &[impl Planned]) -> BTreeMap<ObjectKey, ObjectKey> {
     desired
@@ -410,10 +419,13 @@ pub fn plan(
                 template_hash: th.to_owned(),
             });
         }
-        // A governed Deployment running another template: hold it, hand the new one over.
+        // A governed Deployment running another template: hold it, hand the new one over. Held,
+        // it carries git's content with the live template, stamped with the held hash.
         if let (Some(rollout), Some(th)) = (governors.get(o.key()), o.template_hash())
             && l.template_hash.as_deref() != Some(th)
         {
+            let changed =
+                l.hash.as_deref() != Some(held_hash(o.hash(), l.template_hash.as_deref()).as_str());
             p.handoffs.push(Handoff {
                 index: i,
                 rollout: rollout.clone(),

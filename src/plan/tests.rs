@@ -251,9 +251,11 @@ fn a_governed_template_change_is_held_and_handed_over() {
             template_hash: "t2".into()
         }]
     );
-    // Once the rest is applied (content hash recorded) the hand-off stays, nothing is applied.
+    // Once the rest is applied (the held content hash recorded) the hand-off stays, nothing is
+    // applied.
+    let held = held_hash("new", Some("t1"));
     let l2 = BTreeMap::from([
-        (d[0].key.clone(), live_t("new", "m3", "t1")),
+        (d[0].key.clone(), live_t(&held, "m3", "t1")),
         (d[1].key.clone(), live("r", "m2")),
     ]);
     let p2 = plan(
@@ -281,6 +283,35 @@ fn a_governed_template_change_is_held_and_handed_over() {
             }
         )]
     );
+}
+
+/// Defect: after a promotion, sync still owned the fields of the template it had held, so an
+/// env var git removed stayed on the stable Deployment, and a field git added moved the drift
+/// marker (reported as drift). The held content hash makes the next sync apply git's Deployment.
+#[test]
+fn after_a_promotion_git_is_applied_as_an_update_not_drift() {
+    let d = vec![deployment("web", "new", "t2"), rollout("web", "web")];
+    // Promoted: the live template is git's, the content hash still the held one, and the
+    // rollout controller's fields moved the marker.
+    let l = BTreeMap::from([
+        (
+            d[0].key.clone(),
+            live_t(&held_hash("new", Some("t1")), "m9", "t2"),
+        ),
+        (d[1].key.clone(), live("r", "m2")),
+    ]);
+    let p = plan(
+        &d,
+        &l,
+        &[inv(&d[0], "m3"), inv(&d[1], "m2")],
+        &Policy::default(),
+    );
+    assert_eq!(p.apply, [(0, Action::Update { force: false })], "{p:?}");
+    assert!(p.drift_kept.is_empty() && p.handoffs.is_empty(), "{p:?}");
+    assert_eq!(p.running.len(), 1);
+    // Held hashes name the held template and never equal git's.
+    assert_ne!(held_hash("new", Some("t1")), "new");
+    assert_ne!(held_hash("new", Some("t1")), held_hash("new", Some("t3")));
 }
 
 #[test]

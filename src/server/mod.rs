@@ -268,6 +268,12 @@ impl Metrics {
         }
     }
 
+    /// Drops the `fledge_frozen` series of a deleted ConfigRepo (a deleted repo is neither
+    /// frozen nor unfrozen; a stale 1 would keep a freeze alert firing).
+    pub fn forget_repo(&self, repo: &str) {
+        self.frozen.remove(&RepoLabel { repo: repo.into() });
+    }
+
     /// Observes a finished step of kind `step_kind` that ran `seconds`.
     pub fn observe_rollout_step(&self, step_kind: &str, seconds: f64) {
         self.rollout_step_duration
@@ -377,5 +383,19 @@ mod tests {
             text.contains("fledge_apply_errors_total{category=\"conflict\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_deleted_repo_leaves_no_frozen_series() {
+        let m = Metrics::default();
+        for repo in ["a", "b"] {
+            m.frozen
+                .get_or_create(&RepoLabel { repo: repo.into() })
+                .set(1);
+        }
+        m.forget_repo("a");
+        let text = m.encode();
+        assert!(!text.contains("fledge_frozen{repo=\"a\"}"), "{text}");
+        assert!(text.contains("fledge_frozen{repo=\"b\"} 1"), "{text}");
     }
 }

@@ -1,7 +1,7 @@
 //! Act step of a rollout pass: the executors of the engine's workload actions against the API
 //! server. Each is "make it so" and safe to repeat: server-side apply as `fledge-rollout`
-//! (canary and baseline, the stable template), a replicas-only merge patch for scaling, and
-//! delete-if-present.
+//! (canary and baseline), a JSON patch replacing the stable's pod template whole (promotion), a
+//! replicas-only merge patch for scaling, and delete-if-present.
 
 use super::observe::workload_name;
 use crate::crd::Rollout;
@@ -24,6 +24,30 @@ pub enum ActError {
         #[source]
         source: kube::Error,
     },
+}
+
+/// The promotion of `template` onto the stable Deployment: a JSON patch that replaces
+/// `spec.template` whole and stamps the template hash and the stable track. Whole, not merged:
+/// fields git removed from the template (held until now under sync's server-side apply) must
+/// not survive into the promoted pods.
+fn promotion_patch(
+    stable: Option<&Deployment>,
+    template: &Value,
+    template_hash: &str,
+) -> json_patch::Patch {
+    let meta = stable.map(|d| &d.metadata);
+    let mut ops = Vec::new();
+    if meta.is_none_or(|m| m.annotations.is_none()) {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+    }
+    if meta.is_none_or(|m| m.labels.is_none()) {
+        ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {}}));
+    }
+    let escaped = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", escaped(TEMPLATE_HASH_ANNOTATION)), "value": template_hash}));
+    ops.push(json!({"op": "add", "path": format!("/metadata/labels/{}", escaped(TRACK_LABEL)), "value": Track::Stable.as_str()}));
+    ops.push(json!({"op": "replace", "path": "/spec/template", "value": template}));
+    serde_json::from_value(Value::Array(ops)).expect("JSON patch operations")
 }
 
 /// Carries out the workload actions of one Rollout.
@@ -114,25 +138,15 @@ impl Executor<'_> {
                 revision,
             } => {
                 let name = self.name(Track::Stable);
-                let body = json!({
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "metadata": {
-                        "name": name,
-                        "namespace": self.rollout.namespace(),
-                        "labels": {TRACK_LABEL: Track::Stable.as_str()},
-                        "annotations": {TEMPLATE_HASH_ANNOTATION: template_hash},
-                    },
-                    "spec": {"template": template},
-                });
                 tracing::info!(deployment = %name, %revision, "promoting the canary template to stable");
-                api.patch(
-                    &name,
-                    &PatchParams::apply(ROLLOUT_FIELD_MANAGER).force(),
-                    &Patch::Apply(&body),
-                )
-                .await
-                .map_err(err("promoting", &name))?;
+                let patch = promotion_patch(self.stable, template, template_hash);
+                let params = PatchParams {
+                    field_manager: Some(ROLLOUT_FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                api.patch(&name, &params, &Patch::Json::<()>(patch))
+                    .await
+                    .map_err(err("promoting", &name))?;
             }
             Action::SetWeight { .. } | Action::RunAnalysis(_) | Action::RequestGitRollback(_) => {}
         }

@@ -135,13 +135,29 @@ async fn the_executors_make_these_calls_and_absent_workloads_are_not_errors() {
         ),
         call(
             Method::PATCH,
-            &apply_path("web"),
+            &format!("{DEPLOYMENTS}/web?&fieldManager=fledge-rollout"),
             |b| {
-                // Only the template, the hash and the track label: replicas and selector stay sync's.
-                b["spec"].as_object().map(|o| o.len()) == Some(1)
-                    && b["spec"]["template"]["spec"]["containers"][0]["image"] == "x:2"
-                    && b["metadata"]["annotations"]["fledge.dev/template-hash"] == "h2"
-                    && b["metadata"]["labels"]["fledge.dev/track"] == "stable"
+                // A JSON patch of only the template (replaced whole), the hash and the track
+                // label: replicas and selector stay sync's.
+                let ops = b.as_array().cloned().unwrap_or_default();
+                let op = |path: &str| ops.iter().find(|o| o["path"] == path).cloned();
+                let allowed = [
+                    "/metadata/annotations",
+                    "/metadata/labels",
+                    "/metadata/annotations/fledge.dev~1template-hash",
+                    "/metadata/labels/fledge.dev~1track",
+                    "/spec/template",
+                ];
+                ops.iter()
+                    .all(|o| allowed.contains(&o["path"].as_str().unwrap_or("")))
+                    && op("/spec/template").is_some_and(|o| {
+                        o["op"] == "replace"
+                            && o["value"]["spec"]["containers"][0]["image"] == "x:2"
+                    })
+                    && op("/metadata/annotations/fledge.dev~1template-hash")
+                        .is_some_and(|o| o["value"] == "h2")
+                    && op("/metadata/labels/fledge.dev~1track")
+                        .is_some_and(|o| o["value"] == "stable")
             },
             200,
             stable_json(),
