@@ -264,8 +264,22 @@ async fn a_pull_request_gets_one_plan_comment_edited_on_each_push_and_a_status()
         "v1"
     );
 
-    // A second push to the pull request: the same comment is edited, the status is on the new
-    // head.
+    // The repository is frozen, then a second push to the pull request: the same comment is
+    // edited (and says who froze it, why, and what a merge does meanwhile), the status is on the
+    // new head.
+    let (ok, _, err) = support::rollout::fledge(
+        &env,
+        &[
+            "freeze",
+            &repo,
+            "--reason",
+            "release train 42",
+            "--by",
+            "alice",
+        ],
+    );
+    assert!(ok, "{err}");
+    status_where(&client, &repo, "frozen", 60, |s| s.frozen.is_some()).await;
     let head2 = gr.commit(&[("cm.yaml", &cm_file("settings", "v3"))], "settings v3");
     let pushed = std::time::Instant::now();
     gr.push("change");
@@ -287,6 +301,14 @@ async fn a_pull_request_gets_one_plan_comment_edited_on_each_push_and_a_status()
         body2.contains("+  value: v3") && !body2.contains(&head1[..12]),
         "{body2}"
     );
+    let frozen = body2
+        .lines()
+        .find(|l| l.starts_with("**Frozen:**"))
+        .unwrap_or_else(|| panic!("the freeze is said: {body2}"));
+    for expected in ["alice", "release train 42", "waits for the unfreeze"] {
+        assert!(frozen.contains(expected), "{expected:?} missing: {frozen}");
+    }
+    assert!(!first_body.contains("**Frozen:**"), "{first_body}");
     assert_no_secret_values(body2);
     let all = gitea.comments(&gr, pr).await;
     assert_eq!(all.len(), 1, "no other comment was added: {all:?}");

@@ -16,7 +16,7 @@
 
 use super::Agent;
 use crate::apply::Manifest;
-use crate::crd::ConfigRepo;
+use crate::crd::{ConfigRepo, Frozen};
 use crate::forge::report::{PlanComment, StatusText, plan_marker, render_plan_comment};
 use crate::forge::{self, CommitStatus, Forge, ForgeTarget, StatusState, Upserted};
 use crate::plan::report::{self, Report};
@@ -257,7 +257,25 @@ async fn plan_head(
     .map_err(|e| e.to_string())?;
     let p = crate::plan::plan(&desired, &live.view, &inventory, &policy);
     let r = Report::new(&agent.cluster, &desired, &live, &p, false).await;
-    Ok(planned(&agent.opts.cluster, ev, &r))
+    let frozen = repo.status.as_ref().and_then(|s| s.frozen.as_ref());
+    Ok(planned(&agent.opts.cluster, ev, &r, frozen))
+}
+
+/// What the plan comment says of a freeze in effect: who, why, since when, and what merging
+/// this pull request does meanwhile.
+fn frozen_note(f: &Frozen) -> String {
+    let since = f
+        .since
+        .as_deref()
+        .map(|s| format!(" since {s}"))
+        .unwrap_or_default();
+    let merged = match f.all {
+        true => "merged now, nothing of this plan is applied until the unfreeze",
+        false => {
+            "merged now, a template change waits for the unfreeze (no canary starts); plain configuration still syncs"
+        }
+    };
+    format!("{}{since}; {merged}", f.message)
 }
 
 /// The blocking part: fetch the head into the mirror, check it is still the head, render it.
@@ -336,7 +354,7 @@ fn render_failed(cluster: &str, ev: &PullRequestEvent, errors: &RenderErrors) ->
 
 /// A planned head: `success` with the counts, or `failure` when the API server would refuse
 /// an object (the plan cannot be applied as it is).
-fn planned(cluster: &str, ev: &PullRequestEvent, r: &Report) -> Outcome {
+fn planned(cluster: &str, ev: &PullRequestEvent, r: &Report, frozen: Option<&Frozen>) -> Outcome {
     let canaries: Vec<String> = r
         .canary
         .iter()
@@ -385,6 +403,7 @@ fn planned(cluster: &str, ev: &PullRequestEvent, r: &Report) -> Outcome {
             plan,
             render_error: None,
             refused: r.refused.len(),
+            frozen: frozen.map(frozen_note),
         },
         state,
         description,

@@ -123,6 +123,8 @@ pub struct PlanComment {
     pub render_error: Option<String>,
     /// Objects the API server would refuse (a dry run); the plan text says which and why.
     pub refused: usize,
+    /// The freeze in effect on the ConfigRepo (who, why, since, what a merge does meanwhile).
+    pub frozen: Option<String>,
 }
 
 /// The plan comment body: the marker on the first line, a summary, then the plan in a code
@@ -135,6 +137,9 @@ pub fn render_plan_comment(p: &PlanComment) -> String {
         "\n### fledge plan for `{}` at `{short}`\n\n",
         inline(&p.cluster)
     );
+    if let Some(f) = &p.frozen {
+        let _ = writeln!(out, "**Frozen:** `{}`\n", inline(f));
+    }
     if let Some(err) = &p.render_error {
         out.push_str("**The bundle does not render**; nothing would be applied:\n\n");
         // Many broken files make a long list: cut like a long plan.

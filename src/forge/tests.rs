@@ -155,9 +155,24 @@ fn plan_comment_starts_with_its_marker_and_fits() {
         plan: "~ Deployment shop/web\n-  image: web:1\n+  image: web:2\n".into(),
         render_error: None,
         refused: 0,
+        frozen: None,
     };
     let body = render_plan_comment(&p);
     assert!(body.starts_with(&marker), "{body}");
+    assert!(!body.contains("Frozen"), "{body}");
+    // A freeze in effect is said above the plan, on one line, its backticks defused.
+    p.frozen = Some("by alice (cli): incident `4711`\n**bold**".into());
+    let body = render_plan_comment(&p);
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("**Frozen:**"))
+        .expect("the freeze line");
+    assert_eq!(
+        line,
+        "**Frozen:** `by alice (cli): incident '4711''**bold**`"
+    );
+    assert!(body.find("**Frozen:**") < body.find("to create"), "{body}");
+    p.frozen = None;
     assert!(body.contains("`0123456789ab`"));
     assert!(body.contains("**1 to create, 2 to update, 0 to delete** (7 unchanged)"));
     assert!(body.contains("- `shop/web`"));
