@@ -324,6 +324,11 @@ pub struct RunArgs {
     /// Base URL of a dashboard: commit statuses link to `<url>/rollouts/<ns>/<name>`.
     #[arg(long, value_name = "URL")]
     pub dashboard_url: Option<String>,
+    /// Author and committer of the revert commits fledge pushes after a failed canary, as
+    /// `Name <email>` (e.g. a bot account your branch protection or CLA check knows). Default:
+    /// `fledge <fledge@noreply.fledge.dev>`.
+    #[arg(long, value_name = "NAME <EMAIL>", env = "FLEDGE_ROLLBACK_AUTHOR", value_parser = crate::source::rollback::Identity::parse)]
+    pub rollback_author: Option<crate::source::rollback::Identity>,
     /// Install or update fledge's CRDs at start.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub install_crds: bool,

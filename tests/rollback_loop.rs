@@ -304,6 +304,8 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
             secret_file.to_str().unwrap(),
             "--dashboard-url",
             "http://dashboard.example",
+            "--rollback-author",
+            "Release Bot <release-bot@example.com>",
         ],
         port,
     );
@@ -412,6 +414,21 @@ async fn a_failed_canary_is_reverted_by_a_pull_request_that_merged_keeps_stable(
     assert!(
         branches[0].contains(&format!("{ns}-web-{}", &bad[..7])),
         "{branches:?}"
+    );
+    // The revert commit is by the author `--rollback-author` names.
+    let head = w
+        .gitea
+        .api_ok(
+            "GET",
+            &w.repo_path(&format!("/commits?sha={}&limit=1", branches[0])),
+            None,
+        )
+        .await;
+    let author = &head[0]["commit"]["author"];
+    assert_eq!(
+        (&author["name"], &author["email"]),
+        (&json!("Release Bot"), &json!("release-bot@example.com")),
+        "{head:#}"
     );
     let pulls = w.pulls().await;
     assert_eq!(pulls.len(), 1, "{pulls:#?}");

@@ -95,6 +95,7 @@ async fn converges_after_an_api_server_restart_and_rebuilds_an_empty_cluster() {
         rollout_workers: 4,
         cluster: "local".into(),
         dashboard_url: None,
+        rollback_author: None,
     };
     let agent = Agent::new(client.clone(), opts, Arc::new(Metrics::default()));
     let task = tokio::spawn(controller::run(agent, Arc::new(AtomicBool::new(false))));
@@ -511,6 +512,7 @@ impl InProcess {
             rollout_workers: 4,
             cluster: "local".into(),
             dashboard_url: None,
+            rollback_author: None,
         };
         let agent = Agent::new(client, opts, Arc::new(Metrics::default()));
         let task = tokio::spawn(controller::run(agent.clone(), Arc::default()));

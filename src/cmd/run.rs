@@ -130,6 +130,7 @@ pub async fn run_cmd(
         rollout_workers: args.rollout_workers,
         cluster: args.cluster.clone(),
         dashboard_url: args.dashboard_url.clone(),
+        rollback_author: args.rollback_author.clone(),
     };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));

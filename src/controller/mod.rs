@@ -70,6 +70,8 @@ pub struct AgentOptions {
     pub cluster: String,
     /// Base URL of a dashboard; commit statuses link to `<url>/rollouts/<ns>/<name>`.
     pub dashboard_url: Option<String>,
+    /// Author and committer of rollback commits (`None`: fledge's own).
+    pub rollback_author: Option<crate::source::rollback::Identity>,
 }
 
 /// The agent: shared by its tasks.

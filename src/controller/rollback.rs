@@ -38,10 +38,6 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(150);
 const RETRY_START: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// Author and committer of rollback commits.
-const IDENTITY_NAME: &str = "fledge";
-const IDENTITY_EMAIL: &str = "fledge@noreply.fledge.dev";
-
 /// Why a git rollback could not be made. Messages carry no credentials (git and forge errors are
 /// redacted where they are made).
 #[derive(Debug, thiserror::Error)]
@@ -334,10 +330,12 @@ impl Job {
             rollout: f.name.clone(),
             reason: f.reason.clone(),
             verdict: verdict_lines(f),
-            identity: Identity {
-                name: IDENTITY_NAME.into(),
-                email: IDENTITY_EMAIL.into(),
-            },
+            identity: self
+                .agent
+                .opts
+                .rollback_author
+                .clone()
+                .unwrap_or_else(Identity::fledge),
             mode,
         })
     }

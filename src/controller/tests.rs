@@ -131,6 +131,7 @@ fn agent(client: kube::Client) -> Arc<Agent> {
         rollout_workers: 1,
         cluster: "test".into(),
         dashboard_url: None,
+        rollback_author: None,
     };
     Agent::new(client, opts, Arc::new(Metrics::default()))
 }

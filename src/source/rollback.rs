@@ -31,6 +31,58 @@ pub struct Identity {
     pub email: String,
 }
 
+impl Identity {
+    /// fledge's own: `fledge <fledge@noreply.fledge.dev>`.
+    pub fn fledge() -> Identity {
+        Identity {
+            name: "fledge".into(),
+            email: "fledge@noreply.fledge.dev".into(),
+        }
+    }
+
+    /// `Name <email>`, as git writes it (`--rollback-author`): a name of at most 128
+    /// characters without `<`, `>` or control characters, and an address with one `@` and no
+    /// spaces.
+    pub fn parse(s: &str) -> Result<Identity, String> {
+        let bad = || {
+            format!("{s:?} is not `Name <email>` (e.g. `Release Bot <release-bot@example.com>`)")
+        };
+        let (name, rest) = s.split_once('<').ok_or_else(bad)?;
+        let email = rest.strip_suffix('>').ok_or_else(bad)?;
+        if name.chars().any(char::is_control) {
+            return Err(format!("{}: the name has control characters", bad()));
+        }
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > 128
+            || name.chars().any(|c| c == '>' || c.is_control())
+        {
+            return Err(format!(
+                "{}: the name must be 1–128 characters without `<`, `>` or control characters",
+                bad()
+            ));
+        }
+        let at = email.matches('@').count();
+        if at != 1
+            || email.starts_with('@')
+            || email.ends_with('@')
+            || email.len() > 254
+            || email
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        {
+            return Err(format!(
+                "{}: the address must be like `someone@example.com`",
+                bad()
+            ));
+        }
+        Ok(Identity {
+            name: name.to_owned(),
+            email: email.to_owned(),
+        })
+    }
+}
+
 /// What to roll back and why.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -487,4 +539,34 @@ fn message(req: &Request, commits: &[Commit<'_>], restore: bool) -> String {
     m.push_str(&req.trailer());
     m.push('\n');
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Identity;
+
+    #[test]
+    fn an_author_is_name_and_address_as_git_writes_them() {
+        assert_eq!(
+            Identity::parse("Release Bot <release-bot@example.com>"),
+            Ok(Identity {
+                name: "Release Bot".into(),
+                email: "release-bot@example.com".into()
+            })
+        );
+        for bad in [
+            "release-bot@example.com",
+            "<release-bot@example.com>",
+            "Bot <>",
+            "Bot <no-at-sign>",
+            "Bot <a@b@c>",
+            "Bot <a b@example.com>",
+            "Bot\n<a@example.com>",
+            "Bot <a@example.com",
+            "Bot > x <a@example.com>",
+        ] {
+            let e = Identity::parse(bad).expect_err(bad);
+            assert!(e.contains("Name <email>"), "{bad:?}: {e}");
+        }
+    }
 }

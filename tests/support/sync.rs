@@ -45,6 +45,7 @@ pub async fn start_agent(
         rollout_workers: 4,
         cluster: "local".into(),
         dashboard_url: None,
+        rollback_author: None,
     };
     let agent = Agent::new(client, opts, Arc::new(Metrics::default()));
     let task = tokio::spawn(controller::run(
