@@ -183,6 +183,27 @@ async fn the_dashboard_follows_a_live_rollout_in_a_real_browser() {
         .eval("return Array.from(document.querySelectorAll('tr[aria-current]')).map(r => r.id);")
         .await;
     assert_eq!(marked, serde_json::json!([format!("rollout-{ns}-web")]));
+    // The andon cord pulled: the repo's row says who froze it and why, live.
+    let (ok, _, err) = support::rollout::fledge(
+        &env,
+        &[
+            "freeze",
+            &repo,
+            "--reason",
+            "dashboard check",
+            "--by",
+            "carol",
+        ],
+    );
+    assert!(ok, "{err}");
+    browser
+        .wait_text(
+            &format!("#repo-{repo} .frozen"),
+            "the freeze shown",
+            30,
+            |t| t.contains("carol") && t.contains("dashboard check"),
+        )
+        .await;
     let console = browser.console().await;
     assert!(
         console.iter().all(|(l, _)| l != "SEVERE"),

@@ -56,6 +56,8 @@ pub struct RepoView {
     pub objects: i64,
     pub conditions: Vec<ConditionView>,
     pub errors: Vec<String>,
+    /// The freeze in effect: who, why, since when (`None`: not frozen).
+    pub frozen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -159,6 +161,14 @@ fn repo_view(r: &ConfigRepo) -> RepoView {
             .iter()
             .map(|e| esc(&format!("{}: {}", e.object, e.message)))
             .collect(),
+        frozen: st.frozen.as_ref().map(|f| {
+            let since = f
+                .since
+                .as_deref()
+                .map(|s| format!(" since {s}"))
+                .unwrap_or_default();
+            esc(&format!("{}{since}", f.message))
+        }),
     }
 }
 
@@ -373,6 +383,18 @@ mod tests {
         assert!(
             !s.repos[0].conditions[0].message.contains('\u{1b}'),
             "{json}"
+        );
+        assert_eq!(s.repos[0].frozen, None);
+        // Frozen: who, why and since when, control characters escaped.
+        let mut r = repo(serde_json::Value::Null);
+        r.status = Some(serde_json::from_value(serde_json::json!({
+            "frozen": {"source": "cli", "by": "carol", "reason": "x", "since": "2026-11-30T21:00:00Z",
+                       "mode": "pause", "message": "by carol (cli): x\u{1b}[31m"}
+        })).unwrap());
+        let s = state_of(&[r], &[]);
+        assert_eq!(
+            s.repos[0].frozen.as_deref(),
+            Some("by carol (cli): x\\u{1b}[31m since 2026-11-30T21:00:00Z")
         );
     }
 
