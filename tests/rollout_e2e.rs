@@ -5,19 +5,17 @@
 
 mod support;
 
-use fledge::crd::{ConditionStatus, Phase, Rollout};
+use fledge::crd::{Phase, Rollout};
 use fledge::crd::{TeardownCause, VerdictOutcome};
 use fledge::rollout::replicas::canary_pods;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use std::time::Duration;
 use support::rollout::{
-    constant_template, deployment, fledge, rollout, rollout_events, rollout_where, track_labels,
-    version,
+    constant_template, deployment, fledge, rollout, rollout_events, rollout_where, synced,
+    track_labels, version,
 };
-use support::sync::{
-    Setup, bundle, create_repo, events_about, is, ns_file, setup, start_agent, status_where,
-};
+use support::sync::{Setup, bundle, create_repo, events_about, ns_file, setup, start_agent};
 use support::{GitRemote, eventually};
 
 const FILES: &str = "[ns.yaml, web.yaml, web-rollout.yaml]";
@@ -30,19 +28,6 @@ fn remote(ns: &str, steps: &str) -> GitRemote {
         ("web.yaml", deployment("web", 3, "v1")),
         ("web-rollout.yaml", rollout("web", steps)),
     ])
-}
-
-/// The initial sync is done and the stable Deployment runs v1 with all pods available.
-async fn synced(client: &kube::Client, repo: &str, deployments: &Api<Deployment>) {
-    status_where(client, repo, "initial sync", 90, |s| {
-        is(s, "Ready", ConditionStatus::True)
-    })
-    .await;
-    eventually("stable available", Duration::from_secs(60), || async {
-        let d = deployments.get("web").await.ok()?;
-        (d.status?.available_replicas == Some(3)).then_some(())
-    })
-    .await;
 }
 
 /// `d` (a Deployment of [`deployment`]) with one more env var.

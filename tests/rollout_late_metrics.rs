@@ -11,15 +11,14 @@
 
 mod support;
 
-use fledge::crd::{ConditionStatus, Phase, VerdictOutcome};
+use fledge::crd::{Phase, VerdictOutcome};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-use support::rollout::{deployment, rollout, rollout_where, version};
-use support::sync::{Setup, bundle, create_repo, is, ns_file, setup, start_agent, status_where};
-use support::{GitRemote, Prometheus, eventually};
+use support::rollout::{deployment, rollout, rollout_where, synced, version};
+use support::sync::{Setup, bundle, create_repo, ns_file, setup, start_agent};
+use support::{GitRemote, Prometheus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves `fledge_test_data_from <value>` on every request; returns its `host:port`.
@@ -93,16 +92,8 @@ async fn a_window_ending_short_of_samples_is_extended_and_judged_on_real_ones() 
     )
     .await;
     create_repo(&client, &repo, &id, &remote.url(), ".").await;
-    status_where(&client, &repo, "initial sync", 90, |s| {
-        is(s, "Ready", ConditionStatus::True)
-    })
-    .await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    eventually("stable available", Duration::from_secs(60), || async {
-        let d = deployments.get("web").await.ok()?;
-        (d.status?.available_replicas == Some(3)).then_some(())
-    })
-    .await;
+    synced(&client, &repo, &deployments).await;
 
     remote.commit(&[("web.yaml", deployment("web", 3, "v2"))], &[], "web v2");
     // The analysis has opened its window: data starts half a second before the window's end, so

@@ -9,6 +9,19 @@ use kube::Client;
 use kube::api::Api;
 use std::time::Duration;
 
+/// The initial sync is done and the stable Deployment runs v1 with all pods available.
+pub async fn synced(client: &kube::Client, repo: &str, deployments: &Api<Deployment>) {
+    super::sync::status_where(client, repo, "initial sync", 90, |s| {
+        super::sync::is(s, "Ready", fledge::crd::ConditionStatus::True)
+    })
+    .await;
+    super::eventually("stable available", Duration::from_secs(60), || async {
+        let d = deployments.get("web").await.ok()?;
+        (d.status?.available_replicas == Some(3)).then_some(())
+    })
+    .await;
+}
+
 /// A Deployment `name` with `replicas` pods whose container has `VERSION=<version>`.
 pub fn deployment(name: &str, replicas: u32, version: &str) -> String {
     format!(

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::{reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,9 @@ pub async fn run(agent: Arc<Agent>) {
 /// Every change of a Rollout (spec, status, request annotation) updates the cache and queues it.
 async fn watch_rollouts(ctl: Arc<Rollouts>, mut cache: reflector::store::Writer<Rollout>) {
     let api: Api<Rollout> = Api::all(ctl.client());
-    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(ev) = stream.next().await {
         if let Ok(ev) = &ev {
             cache.apply_watcher_event(ev);
@@ -62,10 +64,8 @@ async fn watch_rollouts(ctl: Arc<Rollouts>, mut cache: reflector::store::Writer<
                 ctl.agent.metrics.forget_rollout(&key.0, &key.1);
             }
             Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "Rollout watch failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            // Retried by the stream's backoff.
+            Err(e) => tracing::warn!(error = %e, "Rollout watch failed; retrying"),
         }
     }
 }
@@ -73,7 +73,9 @@ async fn watch_rollouts(ctl: Arc<Rollouts>, mut cache: reflector::store::Writer<
 /// A change of a stable, canary or baseline Deployment updates the cache and queues its Rollout.
 async fn watch_deployments(ctl: Arc<Rollouts>, mut cache: reflector::store::Writer<Deployment>) {
     let api: Api<Deployment> = Api::all(ctl.client());
-    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(ev) = stream.next().await {
         // Only what a pass reads is kept: managed fields are most of an object's size.
         let ev = ev.map(|e| e.modify(|d| d.metadata.managed_fields = None));
@@ -83,9 +85,9 @@ async fn watch_deployments(ctl: Arc<Rollouts>, mut cache: reflector::store::Writ
         let d = match ev {
             Ok(watcher::Event::Apply(d) | watcher::Event::Delete(d)) => d,
             Ok(_) => continue,
+            // Retried by the stream's backoff.
             Err(e) => {
                 tracing::warn!(error = %e, "Deployment watch failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
