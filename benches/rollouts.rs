@@ -185,11 +185,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Cumulative bucket counts of `fledge_rollout_reaction_seconds` as `(le, count)`.
-fn reaction_buckets(text: &str) -> Vec<(f64, f64)> {
+/// Cumulative bucket counts of the histogram series `series` (its name with `_bucket{` and any
+/// labels before `le`, e.g. `fledge_kube_request_seconds_bucket{method="PATCH",`) as
+/// `(le, count)`.
+fn buckets(text: &str, series: &str) -> Vec<(f64, f64)> {
     text.lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix("fledge_rollout_reaction_seconds_bucket{le=\"")?;
+            let rest = l.strip_prefix(series)?.strip_prefix("le=\"")?;
             let (le, rest) = rest.split_once("\"}")?;
             let le = if le == "+Inf" {
                 f64::INFINITY
@@ -232,6 +234,48 @@ fn bucket_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64,
         prev = (le, c);
     }
     (f64::NAN, f64::NAN)
+}
+
+/// The histograms the report reads from the agent's `/metrics`: series prefix, what it measures.
+const HISTOGRAMS: [(&str, &str); 6] = [
+    (
+        "fledge_rollout_reaction_seconds_bucket{",
+        "watch event → end of its pass",
+    ),
+    (
+        "fledge_rollout_queue_seconds_bucket{",
+        "watch event → its pass starts",
+    ),
+    (
+        "fledge_rollout_decision_seconds_bucket{",
+        "watch event → status write of the decision sent",
+    ),
+    (
+        "fledge_kube_request_seconds_bucket{method=\"PATCH\",",
+        "API server, PATCH sent → answered",
+    ),
+    (
+        "fledge_kube_request_seconds_bucket{method=\"POST\",",
+        "API server, POST sent → answered",
+    ),
+    (
+        "fledge_kube_request_seconds_bucket{method=\"DELETE\",",
+        "API server, DELETE sent → answered",
+    ),
+];
+
+/// The bucket counts of every series in [`HISTOGRAMS`], in order, at one scrape.
+struct Histograms(Vec<Vec<(f64, f64)>>);
+
+impl Histograms {
+    fn read(text: &str) -> Histograms {
+        Histograms(HISTOGRAMS.iter().map(|(s, _)| buckets(text, s)).collect())
+    }
+}
+
+/// The total count of a histogram's buckets (its `+Inf` bucket).
+fn count(b: &[(f64, f64)]) -> f64 {
+    b.last().map_or(0.0, |(_, c)| *c)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -465,7 +509,7 @@ async fn main() {
         )),
         tokio::spawn(watch_rollouts(rollouts.clone(), seen.clone())),
     ];
-    let before = reaction_buckets(&scrape(port));
+    let before = Histograms::read(&scrape(port));
     let cpu0 = cpu_of(agent.id());
 
     // One commit changes every pod template: N rollouts at once.
@@ -502,7 +546,7 @@ async fn main() {
     let cpu = cpu_of(agent.id()) - cpu0;
     let cpu_total = cpu_of(agent.id());
     let rss = peak_rss_kib(agent.id());
-    let after = reaction_buckets(&scrape(port));
+    let after = Histograms::read(&scrape(port));
     for w in watches {
         w.abort();
     }
@@ -538,10 +582,7 @@ async fn main() {
         .collect();
     to_next_step.sort_by(f64::total_cmp);
     to_cleanup.sort_by(f64::total_cmp);
-    let count = |b: &[(f64, f64)]| b.last().map_or(0.0, |(_, c)| *c);
-    let passes = count(&after) - count(&before);
-    let (p50, le50) = bucket_quantile(&before, &after, 0.5);
-    let (p99, le99) = bucket_quantile(&before, &after, 0.99);
+    let passes = count(&after.0[0]) - count(&before.0[0]);
 
     let _ = kubectl(&env)
         .args(["delete", "configrepo", &repo, "--wait=true"])
@@ -562,9 +603,21 @@ async fn main() {
         wall.as_secs_f64(),
         rss as f64 / 1024.0
     );
-    println!(
-        "  fledge_rollout_reaction_seconds (watch event → end of its pass), {passes:.0} passes: p50 {p50:.3} s (bucket ≤ {le50}), p99 {p99:.3} s (bucket ≤ {le99})"
-    );
+    for (i, (series, what)) in HISTOGRAMS.iter().enumerate() {
+        let (b, a) = (&before.0[i], &after.0[i]);
+        let (p50, le50) = bucket_quantile(b, a, 0.5);
+        let (p99, le99) = bucket_quantile(b, a, 0.99);
+        let name = series
+            .replacen("_bucket{", "{", 1)
+            .trim_end_matches(',')
+            .trim_end_matches('{')
+            .to_owned();
+        let name = if name.ends_with('"') { name + "}" } else { name };
+        println!(
+            "  {name} ({what}), {:.0} observed: p50 {p50:.3} s (bucket ≤ {le50}), p99 {p99:.3} s (bucket ≤ {le99})",
+            count(a) - count(b)
+        );
+    }
     println!(
         "  outside, canary+baseline available → next step seen ({} rollouts): p50 {:.3} s, p99 {:.3} s, max {:.3} s",
         to_next_step.len(),

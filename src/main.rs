@@ -164,11 +164,9 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
             .await
             .context("no Kubernetes configuration found (use --kubeconfig)")?,
     };
-    // Count every request (fledge_kube_requests_total): how much load fledge puts on the API.
-    let layer = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
-        fledge::server::count_request(req.method().as_str());
-        req
-    });
+    // Count and time every request (fledge_kube_requests_total, fledge_kube_request_seconds):
+    // how much load fledge puts on the API, and how fast the API answers.
+    let layer = fledge::server::requests::RequestMetricsLayer;
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&layer)
         .build())

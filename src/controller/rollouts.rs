@@ -74,6 +74,16 @@ pub enum Error {
     Router(#[from] router::RouterError),
 }
 
+/// What a pass that ended well reports to its worker.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// When to look again (`None`: on the next watch event).
+    pub next: Option<Duration>,
+    /// When the pass sent the status write recording the engine's decision (`None`: the
+    /// decision changed nothing). `fledge_rollout_decision_seconds` stops there.
+    pub decided: Option<Instant>,
+}
+
 /// Result alias of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -172,15 +182,15 @@ impl Rollouts {
         self.observed.lock().ok()?.remove(key)
     }
 
-    /// One pass over a Rollout. Returns when to look again (`None`: on the next watch event).
-    pub async fn reconcile(&self, key: &Key) -> Result<Option<Duration>> {
+    /// One pass over a Rollout: when to look again, and when it sent its status write.
+    pub async fn reconcile(&self, key: &Key) -> Result<Pass> {
         let (ns, name) = key;
         let api: Api<Rollout> = Api::namespaced(self.client(), ns);
         let Some(ro) = self.rollouts.get(&ObjectRef::new(name).within(ns)) else {
             self.samplers.stop(key);
             self.rollbacks.stop(key);
             self.statuses.forget(key);
-            return Ok(None);
+            return Ok(Pass::default());
         };
         if self.is_replaced(key, &ro) {
             // The watch has not delivered the newer version yet; it will, and that queues the
@@ -188,7 +198,7 @@ impl Rollouts {
             return Err(Error::Stale);
         }
         if !self.governs(&ro).await {
-            return Ok(None);
+            return Ok(Pass::default());
         }
         let status = ro.status.clone().unwrap_or_default();
         let cached = |n: &str| self.deployments.get(&ObjectRef::new(n).within(ns));
@@ -207,7 +217,9 @@ impl Rollouts {
             .observe(key, status.failed_revision.as_deref());
         let now = jiff::Timestamp::now();
         let decision = rollout::step(&ro.spec, &status, &obs.obs, now);
+        let mut decided = None;
         if decision.status != status {
+            decided = Some(Instant::now());
             let written = match self.write_status(&api, &ro, &decision.status).await {
                 Ok(w) => w,
                 Err(e) => {
@@ -237,7 +249,10 @@ impl Rollouts {
             .set_rollout_phase(ns, name, phase_name(decision.status.phase));
         self.carry_out(&ro, &obs, &decision).await?;
         self.post_status(key, &ro, &status, &decision);
-        Ok(Some(next_pass(&decision)))
+        Ok(Pass {
+            next: Some(next_pass(&decision)),
+            decided,
+        })
     }
 
     /// Whether the cached `ro` is the version this controller's last status write replaced.

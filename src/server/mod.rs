@@ -6,7 +6,10 @@
 //! [`dashboard`] the same way.
 
 pub mod dashboard;
+pub mod requests;
 pub mod webhooks;
+
+pub use requests::{count_request, kube_request_seconds, kube_requests};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -66,26 +69,6 @@ pub struct MethodLabel {
     pub method: String,
 }
 
-/// Requests this process sent to the Kubernetes API, by HTTP method (counted by a client layer,
-/// see [`count_request`]).
-pub fn kube_requests() -> &'static Family<MethodLabel, Counter> {
-    static REQUESTS: std::sync::OnceLock<Family<MethodLabel, Counter>> = std::sync::OnceLock::new();
-    REQUESTS.get_or_init(Family::default)
-}
-
-/// Counts one request to the Kubernetes API (called by the client layer `fledge run` installs).
-pub fn count_request(method: &str) {
-    let method = match method {
-        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" => method,
-        _ => "OTHER",
-    };
-    kube_requests()
-        .get_or_create(&MethodLabel {
-            method: method.into(),
-        })
-        .inc();
-}
-
 /// The agent's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -104,6 +87,12 @@ pub struct Metrics {
     /// rollout controller queues the Rollout) to the end of the pass it triggered (status
     /// written, every action carried out). See docs/performance.md.
     pub rollout_reaction: Histogram,
+    /// Seconds from that watch event to the start of the pass it triggered (the queue wait,
+    /// including the rest of a pass over the same Rollout already running).
+    pub rollout_queue_wait: Histogram,
+    /// Seconds from that watch event to the moment its pass sent the status write recording
+    /// the engine's next decision (passes whose decision changed the status only).
+    pub rollout_decision: Histogram,
     /// Seconds each rollout step ran, by kind (`setWeight`, `pause`, `analysis`,
     /// `setCanaryScale`), observed when the step ends.
     pub rollout_step_duration: Family<StepKindLabel, Histogram>,
@@ -129,6 +118,8 @@ impl Default for Metrics {
         let rollout_phase = Family::<RolloutPhase, Gauge>::default();
         let rollout_aborts = Family::<ReasonLabel, Counter>::default();
         let rollout_reaction = Histogram::new(REACTION_BUCKETS);
+        let rollout_queue_wait = Histogram::new(REACTION_BUCKETS);
+        let rollout_decision = Histogram::new(REACTION_BUCKETS);
         let rollout_step_duration =
             Family::<StepKindLabel, Histogram>::new_with_constructor(|| {
                 Histogram::new([
@@ -156,6 +147,16 @@ impl Default for Metrics {
             "rollout_reaction_seconds",
             "Seconds from a watch event about a Rollout or its workloads to the end of the pass it triggered",
             rollout_reaction.clone(),
+        );
+        registry.register(
+            "rollout_queue_seconds",
+            "Seconds from a watch event about a Rollout or its workloads to the start of the pass it triggered",
+            rollout_queue_wait.clone(),
+        );
+        registry.register(
+            "rollout_decision_seconds",
+            "Seconds from a watch event about a Rollout or its workloads to the status write recording the decision it led to (sent)",
+            rollout_decision.clone(),
         );
         registry.register(
             "rollout_phase",
@@ -207,6 +208,11 @@ impl Default for Metrics {
             "Requests sent to the Kubernetes API by method",
             kube_requests().clone(),
         );
+        registry.register(
+            "kube_request_seconds",
+            "Seconds from sending a request (not a watch) to the Kubernetes API to its response head, by method",
+            kube_request_seconds().clone(),
+        );
         Metrics {
             registry,
             reconcile_duration,
@@ -219,6 +225,8 @@ impl Default for Metrics {
             rollout_phase,
             rollout_aborts,
             rollout_reaction,
+            rollout_queue_wait,
+            rollout_decision,
             rollout_step_duration,
             rollout_verdicts,
             frozen,

@@ -12,6 +12,17 @@ pid_alive() {
   tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE "($ENV_BIN|$ENV_STATE|prometheus)" || return 1
 }
 
+# pid_running NAME: the process start just recorded for NAME still runs. Unlike pid_alive it does
+# not look at the command line: right after start, the child may not have exec'd its binary yet
+# (its command line is still this script's), and the pid was recorded moments ago.
+pid_running() {
+  local f="$ENV_STATE/pids/$1" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
+
 # free_port: a TCP port on 127.0.0.1 nobody listens on (and that we did not hand out before).
 # Ports are drawn below the kernel's ephemeral range (where outgoing connections take their
 # local ports, which a listener then cannot bind even though nothing listens there).
@@ -56,7 +67,7 @@ wait_for() {
   local name="$1" timeout="$2"; shift 2
   local deadline=$(( $(date +%s) + timeout ))
   until "$@" >/dev/null 2>&1; do
-    pid_alive "$name" || fail "$name" "$name exited during start-up"
+    pid_running "$name" || fail "$name" "$name exited during start-up"
     [ "$(date +%s)" -lt "$deadline" ] || fail "$name" "$name not ready after ${timeout}s"
     sleep 0.2
   done

@@ -12,6 +12,7 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Runs the rollout controller while this agent leads (dropped with the leadership term):
 /// watches of Rollouts and Deployments feeding the queue, and `agent.opts.workers` workers.
@@ -120,20 +121,24 @@ async fn worker(ctl: Arc<Rollouts>) {
     loop {
         let key = ctl.queue.pop().await;
         let observed = ctl.take_observed(&key);
+        let started = Instant::now();
         let (c, k) = (ctl.clone(), key.clone());
         let result = tokio::spawn(async move { c.reconcile(&k).await }).await;
         match (&result, observed) {
-            (Ok(Ok(_)), Some(at)) => ctl
-                .agent
-                .metrics
-                .rollout_reaction
-                .observe(at.elapsed().as_secs_f64()),
+            (Ok(Ok(pass)), Some(at)) => {
+                let m = &ctl.agent.metrics;
+                m.rollout_queue_wait.observe((started - at).as_secs_f64());
+                if let Some(decided) = pass.decided {
+                    m.rollout_decision.observe((decided - at).as_secs_f64());
+                }
+                m.rollout_reaction.observe(at.elapsed().as_secs_f64());
+            }
             // The pass did not finish its work: the observation waits for the one that does.
             (_, Some(at)) => ctl.note_observed(&key, at),
             (_, None) => {}
         }
         let next = match result {
-            Ok(Ok(next)) => next,
+            Ok(Ok(pass)) => pass.next,
             Ok(Err(Error::Stale)) => None,
             Ok(Err(Error::WriteStatus(kube::Error::Api(e)))) if e.code == 409 => {
                 // Someone (sync's hand-off, a request) wrote the Rollout since it was read: the
