@@ -185,14 +185,20 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Cumulative bucket counts of the histogram series `series` (its name with `_bucket{` and any
-/// labels before `le`, e.g. `fledge_kube_request_seconds_bucket{method="PATCH",`) as
-/// `(le, count)`.
-fn buckets(text: &str, series: &str) -> Vec<(f64, f64)> {
+/// Cumulative bucket counts of the histogram `name` as `(le, count)`, of its series with exactly
+/// the labels `labels` besides `le` (e.g. `method="PATCH"`, or "" for none).
+fn buckets(text: &str, name: &str, labels: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let suffix = if labels.is_empty() {
+        "\"}".to_owned()
+    } else {
+        format!("\",{labels}}}")
+    };
     text.lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix(series)?.strip_prefix("le=\"")?;
-            let (le, rest) = rest.split_once("\"}")?;
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, rest) = rest.split_once('"')?;
+            let rest = rest.strip_prefix(&suffix[1..])?;
             let le = if le == "+Inf" {
                 f64::INFINITY
             } else {
@@ -236,30 +242,36 @@ fn bucket_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64,
     (f64::NAN, f64::NAN)
 }
 
-/// The histograms the report reads from the agent's `/metrics`: series prefix, what it measures.
-const HISTOGRAMS: [(&str, &str); 6] = [
+/// The histograms the report reads from the agent's `/metrics`: name, labels, what it measures.
+const HISTOGRAMS: [(&str, &str, &str); 6] = [
     (
-        "fledge_rollout_reaction_seconds_bucket{",
+        "fledge_rollout_reaction_seconds",
+        "",
         "watch event → end of its pass",
     ),
     (
-        "fledge_rollout_queue_seconds_bucket{",
+        "fledge_rollout_queue_seconds",
+        "",
         "watch event → its pass starts",
     ),
     (
-        "fledge_rollout_decision_seconds_bucket{",
+        "fledge_rollout_decision_seconds",
+        "",
         "watch event → status write of the decision sent",
     ),
     (
-        "fledge_kube_request_seconds_bucket{method=\"PATCH\",",
+        "fledge_kube_request_seconds",
+        "method=\"PATCH\"",
         "API server, PATCH sent → answered",
     ),
     (
-        "fledge_kube_request_seconds_bucket{method=\"POST\",",
+        "fledge_kube_request_seconds",
+        "method=\"POST\"",
         "API server, POST sent → answered",
     ),
     (
-        "fledge_kube_request_seconds_bucket{method=\"DELETE\",",
+        "fledge_kube_request_seconds",
+        "method=\"DELETE\"",
         "API server, DELETE sent → answered",
     ),
 ];
@@ -269,7 +281,12 @@ struct Histograms(Vec<Vec<(f64, f64)>>);
 
 impl Histograms {
     fn read(text: &str) -> Histograms {
-        Histograms(HISTOGRAMS.iter().map(|(s, _)| buckets(text, s)).collect())
+        Histograms(
+            HISTOGRAMS
+                .iter()
+                .map(|(name, labels, _)| buckets(text, name, labels))
+                .collect(),
+        )
     }
 }
 
@@ -603,16 +620,15 @@ async fn main() {
         wall.as_secs_f64(),
         rss as f64 / 1024.0
     );
-    for (i, (series, what)) in HISTOGRAMS.iter().enumerate() {
+    for (i, (name, labels, what)) in HISTOGRAMS.iter().enumerate() {
         let (b, a) = (&before.0[i], &after.0[i]);
         let (p50, le50) = bucket_quantile(b, a, 0.5);
         let (p99, le99) = bucket_quantile(b, a, 0.99);
-        let name = series
-            .replacen("_bucket{", "{", 1)
-            .trim_end_matches(',')
-            .trim_end_matches('{')
-            .to_owned();
-        let name = if name.ends_with('"') { name + "}" } else { name };
+        let name = if labels.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}{{{labels}}}")
+        };
         println!(
             "  {name} ({what}), {:.0} observed: p50 {p50:.3} s (bucket ≤ {le50}), p99 {p99:.3} s (bucket ≤ {le99})",
             count(a) - count(b)

@@ -89,6 +89,20 @@ async fn a_template_change_goes_out_as_canary_and_baseline_and_is_promoted() {
     })
     .await;
     assert!(st.canary_template_hash.is_none(), "{st:#?}");
+    // Every rollout worker takes Rollouts off the queue, not one: kube's store readiness wakes
+    // only the last of several waiters, and when each worker awaited it the controller ran one
+    // pass at a time (seconds of queueing with hundreds of rollouts; docs/performance.md).
+    eventually(
+        "all 4 rollout workers running",
+        Duration::from_secs(30),
+        || async {
+            let text = agent.agent.metrics.encode();
+            text.lines()
+                .any(|l| l == "fledge_rollout_workers 4")
+                .then_some(())
+        },
+    )
+    .await;
 
     remote.commit(
         &[(

@@ -233,6 +233,7 @@ impl Rollouts {
                     return Err(e);
                 }
             };
+            tracing::trace!(rollout = %format!("{ns}/{name}"), from = ?ro.resource_version(), to = ?written.resource_version(), "status written");
             // A write that changed nothing keeps the version; the cache is current then.
             if let (Ok(mut r), Some(rv)) = (self.replaced.lock(), ro.resource_version())
                 && written.resource_version().as_ref() != Some(&rv)

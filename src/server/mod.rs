@@ -93,6 +93,8 @@ pub struct Metrics {
     /// Seconds from that watch event to the moment its pass sent the status write recording
     /// the engine's next decision (passes whose decision changed the status only).
     pub rollout_decision: Histogram,
+    /// Rollout workers taking Rollouts off the queue (`--rollout-workers` while leading, else 0).
+    pub rollout_workers: Gauge,
     /// Seconds each rollout step ran, by kind (`setWeight`, `pause`, `analysis`,
     /// `setCanaryScale`), observed when the step ends.
     pub rollout_step_duration: Family<StepKindLabel, Histogram>,
@@ -120,6 +122,7 @@ impl Default for Metrics {
         let rollout_reaction = Histogram::new(REACTION_BUCKETS);
         let rollout_queue_wait = Histogram::new(REACTION_BUCKETS);
         let rollout_decision = Histogram::new(REACTION_BUCKETS);
+        let rollout_workers = Gauge::default();
         let rollout_step_duration =
             Family::<StepKindLabel, Histogram>::new_with_constructor(|| {
                 Histogram::new([
@@ -157,6 +160,11 @@ impl Default for Metrics {
             "rollout_decision_seconds",
             "Seconds from a watch event about a Rollout or its workloads to the status write recording the decision it led to (sent)",
             rollout_decision.clone(),
+        );
+        registry.register(
+            "rollout_workers",
+            "Rollout workers taking Rollouts off the rollout controller's queue",
+            rollout_workers.clone(),
         );
         registry.register(
             "rollout_phase",
@@ -227,6 +235,7 @@ impl Default for Metrics {
             rollout_reaction,
             rollout_queue_wait,
             rollout_decision,
+            rollout_workers,
             rollout_step_duration,
             rollout_verdicts,
             frozen,

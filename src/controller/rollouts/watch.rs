@@ -15,7 +15,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Runs the rollout controller while this agent leads (dropped with the leadership term):
-/// watches of Rollouts and Deployments feeding the queue, and `agent.opts.workers` workers.
+/// watches of Rollouts and Deployments feeding the queue and, once both caches hold their
+/// initial lists, `agent.opts.rollout_workers` workers.
+///
+/// The caches' readiness is awaited here, once, not by each worker: kube's
+/// `Store::wait_until_ready` keeps the waker of only the last task that polled it (a oneshot
+/// receiver behind a mutex), so of several workers each awaiting it, one woke and the others
+/// slept for good: the controller ran one pass at a time whatever `--rollout-workers` said.
 pub async fn run(agent: Arc<Agent>) {
     let (rollouts, rollouts_writer) = reflector::store();
     let (deployments, deployments_writer) = reflector::store();
@@ -25,6 +31,11 @@ pub async fn run(agent: Arc<Agent>) {
     tasks.spawn(ctl.statuses.clone().run());
     tasks.spawn(watch_deployments(ctl.clone(), deployments_writer));
     tasks.spawn(freeze::watch(ctl.clone()));
+    if ctl.rollouts.wait_until_ready().await.is_err()
+        || ctl.deployments.wait_until_ready().await.is_err()
+    {
+        return;
+    }
     for _ in 0..agent.opts.rollout_workers.max(1) {
         tasks.spawn(worker(ctl.clone()));
     }
@@ -44,6 +55,7 @@ async fn watch_rollouts(ctl: Arc<Rollouts>, mut cache: reflector::store::Writer<
         match ev {
             Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
                 let key = (r.namespace().unwrap_or_default(), r.name_any());
+                tracing::trace!(rollout = %format!("{}/{}", key.0, key.1), rv = ?r.resource_version(), "Rollout event");
                 if let Ok(mut t) = ctl.targets.lock() {
                     t.insert(
                         (key.0.clone(), r.spec.target_ref.name.clone()),
@@ -109,21 +121,30 @@ async fn watch_deployments(ctl: Arc<Rollouts>, mut cache: reflector::store::Writ
     }
 }
 
-/// One worker: once both caches hold their initial lists, takes due Rollouts off the queue, one
-/// key at a time. A pass that panics is reported and retried later; it never takes the worker
-/// down.
+/// One worker: takes due Rollouts off the queue, one key at a time (started once both caches
+/// hold their initial lists). A pass that panics is reported and retried later; it never takes
+/// the worker down. Counted in `fledge_rollout_workers` while it runs.
 async fn worker(ctl: Arc<Rollouts>) {
-    if ctl.rollouts.wait_until_ready().await.is_err()
-        || ctl.deployments.wait_until_ready().await.is_err()
-    {
-        return;
-    }
+    let _running = Running::count(&ctl.agent.metrics.rollout_workers);
     loop {
         let key = ctl.queue.pop().await;
         let observed = ctl.take_observed(&key);
         let started = Instant::now();
         let (c, k) = (ctl.clone(), key.clone());
         let result = tokio::spawn(async move { c.reconcile(&k).await }).await;
+        tracing::debug!(
+            rollout = %format!("{}/{}", key.0, key.1),
+            outcome = match &result {
+                Ok(Ok(p)) if p.decided.is_some() => "decided",
+                Ok(Ok(_)) => "unchanged",
+                Ok(Err(Error::Stale)) => "stale",
+                Ok(Err(_)) => "error",
+                Err(_) => "panic",
+            },
+            waited_ms = observed.map(|at| (started - at).as_millis() as u64),
+            pass_ms = started.elapsed().as_millis() as u64,
+            "pass"
+        );
         match (&result, observed) {
             (Ok(Ok(pass)), Some(at)) => {
                 let m = &ctl.agent.metrics;
@@ -159,5 +180,22 @@ async fn worker(ctl: Arc<Rollouts>) {
         if let Some(next) = next {
             ctl.push(&key, next);
         }
+    }
+}
+
+/// One running worker in `fledge_rollout_workers`, counted from [`Running::count`] until dropped
+/// (with its task, when the leadership term ends).
+struct Running(prometheus_client::metrics::gauge::Gauge);
+
+impl Running {
+    fn count(gauge: &prometheus_client::metrics::gauge::Gauge) -> Running {
+        gauge.inc();
+        Running(gauge.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
