@@ -405,8 +405,29 @@ impl Rollouts {
             rollout: ro,
             stable: obs.stable.as_ref(),
         };
-        for action in &decision.actions {
+        let mut actions = decision.actions.iter().peekable();
+        while let Some(action) = actions.next() {
             tracing::debug!(rollout = %format!("{ns}/{}", key.1), action = ?action_name(action), "carrying out");
+            // Canary and baseline are independent: the engine's pair of creates (or deletes)
+            // goes out at once, one round trip instead of two.
+            if let Some(pair) = actions.next_if(|next| paired(action, next)) {
+                tracing::debug!(rollout = %format!("{ns}/{}", key.1), action = ?action_name(pair), "carrying out (with the previous)");
+                let (a, b) = tokio::join!(exec.run(action), exec.run(pair));
+                a?;
+                b?;
+                for done in [action, pair] {
+                    if matches!(
+                        done,
+                        Action::EnsureWorkload {
+                            track: rollout::Track::Canary,
+                            ..
+                        }
+                    ) {
+                        crate::failpoint::hit("rollout-after-canary");
+                    }
+                }
+                continue;
+            }
             match action {
                 Action::RunAnalysis(req) => self.samplers.ensure(&key, ro, req),
                 Action::RequestGitRollback(failed) => self.rollbacks.ensure(&key, ro, failed),
@@ -449,6 +470,18 @@ impl Rollouts {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `b`, right after `a` in a decision, may be carried out together with it: creates or
+/// deletes of two different workloads (canary and baseline), which nothing orders.
+fn paired(a: &Action, b: &Action) -> bool {
+    match (a, b) {
+        (Action::EnsureWorkload { track: x, .. }, Action::EnsureWorkload { track: y, .. })
+        | (Action::DeleteWorkload { track: x }, Action::DeleteWorkload { track: y }) => {
+            x != y && *x != rollout::Track::Stable && *y != rollout::Track::Stable
+        }
+        _ => false,
     }
 }
 

@@ -199,3 +199,23 @@ async fn the_executors_make_these_calls_and_absent_workloads_are_not_errors() {
 fn stable_json() -> serde_json::Value {
     serde_json::to_value(stable()).expect("serialisable")
 }
+
+#[test]
+fn only_canary_and_baseline_creates_or_deletes_go_out_together() {
+    let ensure = |track| Action::EnsureWorkload {
+        track,
+        template: json!({}),
+        template_hash: "h".into(),
+        replicas: 1,
+        progress_deadline_seconds: 600,
+    };
+    let delete = |track| Action::DeleteWorkload { track };
+    let scale = |track| Action::ScaleWorkload { track, replicas: 1 };
+    assert!(paired(&ensure(Track::Canary), &ensure(Track::Baseline)));
+    assert!(paired(&delete(Track::Baseline), &delete(Track::Canary)));
+    // Scaling is ordered (capacity first), and different kinds are ordered.
+    assert!(!paired(&scale(Track::Canary), &scale(Track::Baseline)));
+    assert!(!paired(&ensure(Track::Canary), &delete(Track::Baseline)));
+    assert!(!paired(&delete(Track::Canary), &delete(Track::Stable)));
+    assert!(!paired(&delete(Track::Canary), &delete(Track::Canary)));
+}
