@@ -607,3 +607,39 @@ async fn git_work_never_blocks_the_reactor() {
     .unwrap();
     assert_eq!(sha, git(&remote.work, &["rev-parse", "HEAD"]));
 }
+
+/// The sync's fetch and a git rollback's fetch of one mirror may run at once (a restarted
+/// agent does both within moments): both must succeed, not one fail on the other's ref lock.
+#[test]
+fn two_fetches_of_one_mirror_at_once_both_succeed() {
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let url = remote.url();
+    Mirror::open(cache.path(), &url)
+        .unwrap()
+        .fetch(&Auth::None)
+        .unwrap();
+    let mut failures = Vec::new();
+    for round in 0..30u32 {
+        // A new commit on the remote, so that both fetches update refs/heads/main.
+        remote.commit_replicas(round + 2, &format!("round {round}"));
+        git(&remote.work, &["push", "-q", "origin", "HEAD:main"]);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let fetches: Vec<_> = (0..2)
+            .map(|_| {
+                let (dir, url, start) = (cache.path().to_owned(), url.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mirror = Mirror::open(&dir, &url).unwrap();
+                    start.wait();
+                    mirror.fetch(&Auth::None).map(|_| ())
+                })
+            })
+            .collect();
+        for f in fetches {
+            if let Err(e) = f.join().unwrap() {
+                failures.push(format!("round {round}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -25,6 +25,7 @@ pub use watch::watch;
 use git2::{ErrorClass, ErrorCode, FetchOptions, Oid, Repository};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -182,6 +183,15 @@ impl std::fmt::Debug for Mirror {
     }
 }
 
+/// The lock that keeps fetches into the mirror at `path` one at a time in this process.
+fn fetch_lock(path: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<HashMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    locks.entry(path.to_owned()).or_default().clone()
+}
+
 impl Mirror {
     /// Opens (or creates) the mirror of `url` under `cache_dir`.
     pub fn open(cache_dir: &Path, url: &str) -> Result<Mirror> {
@@ -246,8 +256,13 @@ impl Mirror {
         self.fetch_with(&RemoteOptions::from_user_env(auth.clone()))
     }
 
-    /// [`Mirror::fetch`] with explicit credentials, host keys and deadline.
+    /// [`Mirror::fetch`] with explicit credentials, host keys and deadline. One fetch per mirror
+    /// at a time in this process: the sync's fetch and a git rollback's (both right after a
+    /// restart) would otherwise race on the same ref locks (`refs/heads/main.lock`), and one of
+    /// them fail.
     pub fn fetch_with(&self, opts: &RemoteOptions) -> Result<FetchStats> {
+        let one = fetch_lock(&self.path);
+        let _one = one.lock().unwrap_or_else(|e| e.into_inner());
         let state = Rc::new(RefCell::new(remote::CallbackState::default()));
         let fail = |e: git2::Error| remote::error("fetching", &self.url, opts, &state.borrow(), &e);
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
