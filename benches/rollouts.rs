@@ -189,16 +189,16 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// the labels `labels` besides `le` (e.g. `method="PATCH"`, or "" for none).
 fn buckets(text: &str, name: &str, labels: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{le=\"");
-    let suffix = if labels.is_empty() {
-        "\"}".to_owned()
+    // What follows `le`'s closing quote: the other labels, if any, and the brace.
+    let rest_of_labels = if labels.is_empty() {
+        "}".to_owned()
     } else {
-        format!("\",{labels}}}")
+        format!(",{labels}}}")
     };
     text.lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix(&prefix)?;
-            let (le, rest) = rest.split_once('"')?;
-            let rest = rest.strip_prefix(&suffix[1..])?;
+            let (le, rest) = l.strip_prefix(&prefix)?.split_once('"')?;
+            let rest = rest.strip_prefix(rest_of_labels.as_str())?;
             let le = if le == "+Inf" {
                 f64::INFINITY
             } else {

@@ -264,18 +264,13 @@ async fn plan_head(
 /// What the plan comment says of a freeze in effect: who, why, since when, and what merging
 /// this pull request does meanwhile.
 fn frozen_note(f: &Frozen) -> String {
-    let since = f
-        .since
-        .as_deref()
-        .map(|s| format!(" since {s}"))
-        .unwrap_or_default();
     let merged = match f.all {
         true => "merged now, nothing of this plan is applied until the unfreeze",
         false => {
             "merged now, a template change waits for the unfreeze (no canary starts); plain configuration still syncs"
         }
     };
-    format!("{}{since}; {merged}", f.message)
+    format!("{}; {merged}", f.summary())
 }
 
 /// The blocking part: fetch the head into the mirror, check it is still the head, render it.

@@ -233,7 +233,6 @@ impl Rollouts {
                     return Err(e);
                 }
             };
-            tracing::trace!(rollout = %format!("{ns}/{name}"), from = ?ro.resource_version(), to = ?written.resource_version(), "status written");
             // A write that changed nothing keeps the version; the cache is current then.
             if let (Ok(mut r), Some(rv)) = (self.replaced.lock(), ro.resource_version())
                 && written.resource_version().as_ref() != Some(&rv)
@@ -415,17 +414,8 @@ impl Rollouts {
                 let (a, b) = tokio::join!(exec.run(action), exec.run(pair));
                 a?;
                 b?;
-                for done in [action, pair] {
-                    if matches!(
-                        done,
-                        Action::EnsureWorkload {
-                            track: rollout::Track::Canary,
-                            ..
-                        }
-                    ) {
-                        crate::failpoint::hit("rollout-after-canary");
-                    }
-                }
+                after(action);
+                after(pair);
                 continue;
             }
             match action {
@@ -460,16 +450,21 @@ impl Rollouts {
                 }
                 other => exec.run(other).await?,
             }
-            match action {
-                Action::EnsureWorkload {
-                    track: rollout::Track::Canary,
-                    ..
-                } => crate::failpoint::hit("rollout-after-canary"),
-                Action::PromoteStable { .. } => crate::failpoint::hit("rollout-after-promote"),
-                _ => {}
-            }
+            after(action);
         }
         Ok(())
+    }
+}
+
+/// The crash points after a carried-out action (`FLEDGE_FAILPOINTS`, see the module docs).
+fn after(action: &Action) {
+    match action {
+        Action::EnsureWorkload {
+            track: rollout::Track::Canary,
+            ..
+        } => crate::failpoint::hit("rollout-after-canary"),
+        Action::PromoteStable { .. } => crate::failpoint::hit("rollout-after-promote"),
+        _ => {}
     }
 }
 

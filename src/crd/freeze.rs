@@ -80,6 +80,14 @@ pub struct Frozen {
 }
 
 impl Frozen {
+    /// Who, why and since when, on one line: `by alice (cli): incident 4711 since <time>`.
+    pub fn summary(&self) -> String {
+        match &self.since {
+            Some(since) => format!("{} since {since}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// The freeze `spec` from `source`, first seen at `since` when it does not say.
     pub fn from_spec(spec: &FreezeSpec, source: FreezeSource, since: Option<String>) -> Frozen {
         let by = if spec.by.trim().is_empty() {

@@ -161,14 +161,7 @@ fn repo_view(r: &ConfigRepo) -> RepoView {
             .iter()
             .map(|e| esc(&format!("{}: {}", e.object, e.message)))
             .collect(),
-        frozen: st.frozen.as_ref().map(|f| {
-            let since = f
-                .since
-                .as_deref()
-                .map(|s| format!(" since {s}"))
-                .unwrap_or_default();
-            esc(&format!("{}{since}", f.message))
-        }),
+        frozen: st.frozen.as_ref().map(|f| esc(&f.summary())),
     }
 }
 

@@ -183,8 +183,11 @@ impl std::fmt::Debug for Mirror {
     }
 }
 
-/// The lock that keeps fetches into the mirror at `path` one at a time in this process.
-fn fetch_lock(path: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+/// The lock of the mirror at `path` in this process, held while it is created and while it
+/// fetches: two tasks creating a new mirror at once (the sync's fetch and a git rollback right
+/// after a restart) would both `init_bare` it, and the second fail on the first's
+/// `config.lock`; two fetching at once race on the same ref locks (`refs/heads/main.lock`).
+fn mirror_lock(path: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
     static LOCKS: std::sync::LazyLock<
         std::sync::Mutex<HashMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>>,
     > = std::sync::LazyLock::new(Default::default);
@@ -218,12 +221,9 @@ impl Mirror {
             reason: Reason::Other,
             detail: escape_control(&format!("{}: {e}", cache_dir.display())),
         })?;
-        // One open at a time in this process: two tasks opening a new mirror at once (the sync's
-        // fetch and a git rollback right after a restart) would both `init_bare` it, and the
-        // second fails on the first's `config.lock`.
-        static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let repo = {
-            let _one = OPENING.lock().unwrap_or_else(|e| e.into_inner());
+            let one = mirror_lock(&path);
+            let _one = one.lock().unwrap_or_else(|e| e.into_inner());
             match Repository::open_bare(&path) {
                 Ok(r) => r,
                 Err(_) => Repository::init_bare(&path).map_err(err)?,
@@ -256,12 +256,10 @@ impl Mirror {
         self.fetch_with(&RemoteOptions::from_user_env(auth.clone()))
     }
 
-    /// [`Mirror::fetch`] with explicit credentials, host keys and deadline. One fetch per mirror
-    /// at a time in this process: the sync's fetch and a git rollback's (both right after a
-    /// restart) would otherwise race on the same ref locks (`refs/heads/main.lock`), and one of
-    /// them fail.
+    /// [`Mirror::fetch`] with explicit credentials, host keys and deadline; one fetch per
+    /// mirror at a time in this process (see [`mirror_lock`]).
     pub fn fetch_with(&self, opts: &RemoteOptions) -> Result<FetchStats> {
-        let one = fetch_lock(&self.path);
+        let one = mirror_lock(&self.path);
         let _one = one.lock().unwrap_or_else(|e| e.into_inner());
         let state = Rc::new(RefCell::new(remote::CallbackState::default()));
         let fail = |e: git2::Error| remote::error("fetching", &self.url, opts, &state.borrow(), &e);

@@ -53,10 +53,7 @@ impl Identity {
             return Err(format!("{}: the name has control characters", bad()));
         }
         let name = name.trim();
-        if name.is_empty()
-            || name.chars().count() > 128
-            || name.chars().any(|c| c == '>' || c.is_control())
-        {
+        if name.is_empty() || name.chars().count() > 128 || name.contains('>') {
             return Err(format!(
                 "{}: the name must be 1–128 characters without `<`, `>` or control characters",
                 bad()

@@ -55,7 +55,6 @@ async fn watch_rollouts(ctl: Arc<Rollouts>, mut cache: reflector::store::Writer<
         match ev {
             Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
                 let key = (r.namespace().unwrap_or_default(), r.name_any());
-                tracing::trace!(rollout = %format!("{}/{}", key.0, key.1), rv = ?r.resource_version(), "Rollout event");
                 if let Ok(mut t) = ctl.targets.lock() {
                     t.insert(
                         (key.0.clone(), r.spec.target_ref.name.clone()),
