@@ -124,13 +124,47 @@ fn too_few_samples_is_nodata_and_half_nodata_is_inconclusive() {
     assert_eq!(v.metrics[0].result, MetricOutcome::Nodata);
     assert_eq!(v.metrics[1].result, MetricOutcome::Nodata);
     assert_eq!(v.outcome, Outcome::Inconclusive);
-    // One nodata out of three: not inconclusive, but it does not count as passing.
+    // One nodata out of three, the others passing: it does not count as passing (score 60),
+    // but with data it could pass, so too little data decides nothing: Inconclusive, never Fail.
     let v = run(&[
         ("errors", obs(&around(0.001, 20), &around(0.001, 20))),
         ("latency", obs(&around(0.2, 2), &around(0.2, 20))),
         ("throughput", obs(&around(100.0, 20), &around(100.0, 20))),
     ]);
-    assert_eq!((v.score, v.outcome), (60.0, Outcome::Fail));
+    assert_eq!((v.score, v.outcome), (60.0, Outcome::Inconclusive));
+    assert!(
+        v.reason.contains("too little data: latency has no data")
+            && v.reason.contains("score 60 without, 100 if it passed"),
+        "{}",
+        v.reason
+    );
+}
+
+#[test]
+fn a_failure_that_more_data_cannot_change_is_a_failure_despite_nodata() {
+    // latency fails and throughput has no data: golden 80 * 1/2 = 40, load 0 = 40; at best (if
+    // throughput passed) 60, still under marginal 75: the failure stands.
+    let v = run(&[
+        ("errors", obs(&around(0.001, 20), &around(0.001, 20))),
+        ("latency", obs(&around(0.4, 20), &around(0.2, 20))),
+        ("throughput", obs(&around(100.0, 2), &around(100.0, 20))),
+    ]);
+    assert_eq!(v.metrics[2].result, MetricOutcome::Nodata);
+    assert_eq!((v.score, v.outcome), (40.0, Outcome::Fail), "{}", v.reason);
+    assert!(v.reason.contains("latency high"), "{}", v.reason);
+    // Only throughput without data, the rest passing: 80 is Marginal, 100 would Pass: too
+    // little data to tell, so no pause-for-a-human verdict either.
+    let v = run(&[
+        ("errors", obs(&around(0.001, 20), &around(0.001, 20))),
+        ("latency", obs(&around(0.2, 20), &around(0.2, 20))),
+        ("throughput", obs(&around(100.0, 2), &around(100.0, 20))),
+    ]);
+    assert_eq!(
+        (v.score, v.outcome),
+        (80.0, Outcome::Inconclusive),
+        "{}",
+        v.reason
+    );
 }
 
 #[test]

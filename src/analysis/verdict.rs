@@ -4,7 +4,9 @@
 //! Rules: a metric is `nodata` with fewer than `minSamples` finite samples in a judged track; it
 //! is `error` when any of its queries failed past the retry budget (and then the whole verdict is
 //! `Inconclusive`: an error is never a pass and never a failure); a failed `critical` metric
-//! scores 0; half or more of the metrics without data is `Inconclusive`.
+//! scores 0; half or more of the metrics without data is `Inconclusive`, and so is a verdict
+//! that the `nodata` metrics could still change (the score without them is below `pass`, the
+//! score with them passing is not in the same band): too little data is never a failure.
 
 use super::stats::{self, MannWhitney};
 use crate::crd::{AnalysisTemplateSpec, CompareSpec, Direction, ThresholdSpec};
@@ -367,6 +369,31 @@ pub fn score(spec: &AnalysisTemplateSpec, metrics: Vec<MetricResult>) -> Verdict
     groups.sort_by(|a, b| a.name.cmp(&b.name));
     let total_weight: f64 = groups.iter().map(|g| g.weight).sum();
     let raw: f64 = groups.iter().map(|g| g.score).sum();
+    // The score if every `nodata` metric had passed: what more data could make of it at best.
+    let best_raw: f64 = groups
+        .iter()
+        .map(|g| {
+            let nodata = metrics
+                .iter()
+                .filter(|m| m.group == g.name && m.result == MetricOutcome::Nodata)
+                .count();
+            g.weight * (g.passed + nodata) as f64 / g.total.max(1) as f64
+        })
+        .sum();
+    let best = if total_weight > 0.0 {
+        (100.0 * best_raw / total_weight).clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+    let band = |score: f64| {
+        if score >= spec.score.pass {
+            Outcome::Pass
+        } else if score >= spec.score.marginal {
+            Outcome::Marginal
+        } else {
+            Outcome::Fail
+        }
+    };
     // Normalise to 0-100 even if weights do not sum to 100.
     let mut score = if total_weight > 0.0 {
         (100.0 * raw / total_weight).clamp(0.0, 100.0)
@@ -418,19 +445,31 @@ pub fn score(spec: &AnalysisTemplateSpec, metrics: Vec<MetricResult>) -> Verdict
             Outcome::Pass,
             format!("score {} ≥ {}", fmt_num(score), fmt_num(spec.score.pass)),
         )
+    } else if band(best) != band(score) {
+        let names: Vec<String> = metrics
+            .iter()
+            .filter(|m| m.result == MetricOutcome::Nodata)
+            .map(|m| m.name.clone())
+            .collect();
+        (
+            Outcome::Inconclusive,
+            format!(
+                "too little data: {} {} no data; score {} without, {} if {} passed",
+                list(names),
+                if nodata == 1 { "has" } else { "have" },
+                fmt_num(score),
+                fmt_num(best),
+                if nodata == 1 { "it" } else { "they" },
+            ),
+        )
     } else {
         let failing: Vec<String> = metrics
             .iter()
             .filter(|m| m.result != MetricOutcome::Pass)
             .map(|m| format!("{} {}", m.name, outcome_word(m.result)))
             .collect();
-        let outcome = if score < spec.score.marginal {
-            Outcome::Fail
-        } else {
-            Outcome::Marginal
-        };
         (
-            outcome,
+            band(score),
             format!("score {} ({})", fmt_num(score), list(failing)),
         )
     };
