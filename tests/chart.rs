@@ -325,6 +325,10 @@ fn values_shape_the_manifests_and_bad_values_are_refused() {
             "configRepo.spec.path=clusters/production",
             "agent.selector=shard=a",
             "agent.verbosity=1",
+            "agent.cluster=eu-west-1",
+            "agent.dashboardUrl=https://fledge.example.com",
+            "agent.rollbackAuthor=Release Bot <release-bot@example.com>",
+            "webhook.secretName=fledge-webhook",
         ],
     )
     .unwrap();
@@ -349,9 +353,34 @@ fn values_shape_the_manifests_and_bad_values_are_refused() {
         "--selector=shard=a",
         "--install-crds=true",
         "-v",
+        "--workers=4",
+        "--rollout-workers=16",
+        "--cluster=eu-west-1",
+        "--dashboard=true",
+        "--dashboard-url=https://fledge.example.com",
+        "--rollback-author=Release Bot <release-bot@example.com>",
+        "--webhook-secret-file=/etc/fledge/webhook/secret",
     ] {
         assert!(args.contains(&want), "{want} in {args:?}");
     }
+    // The webhook secret file is the Secret's key, mounted read-only where the flag points.
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "webhook")
+        .expect("the webhook Secret is mounted");
+    assert_eq!(mount["mountPath"], "/etc/fledge/webhook");
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "webhook")
+        .expect("a volume for the webhook Secret");
+    assert_eq!(volume["secret"]["secretName"], "fledge-webhook");
+    assert_eq!(volume["secret"]["items"][0]["key"], "secret");
+    assert_eq!(volume["secret"]["items"][0]["path"], "secret");
     // The args parse: the binary accepts exactly these flags.
     let parsed = Command::new(env!("CARGO_BIN_EXE_fledge"))
         .args(&args)
@@ -392,9 +421,25 @@ fn values_shape_the_manifests_and_bad_values_are_refused() {
     assert!(find(&objects, "Service").is_some());
 
     // Without a ConfigRepo the agent serves the ones created by hand.
+    // Without a webhook Secret the webhooks are off: no flag, no volume. Without a dashboard URL
+    // or a rollback author, fledge's defaults.
     let objects = template("prod", "fledge-system", &["configRepo.create=false"]).unwrap();
     assert!(find(&objects, "ConfigRepo").is_none());
-    assert!(find(&objects, "Deployment").is_some());
+    let pod = &find(&objects, "Deployment").expect("a Deployment")["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].to_string();
+    for absent in [
+        "--webhook-secret-file",
+        "--dashboard-url",
+        "--rollback-author",
+    ] {
+        assert!(!args.contains(absent), "{absent} in {args}");
+    }
+    assert!(args.contains("--cluster=local"), "{args}");
+    assert!(
+        !pod["volumes"].to_string().contains("webhook"),
+        "{}",
+        pod["volumes"]
+    );
 
     // Bad values: refused, naming the value.
     let e = template("prod", "fledge-system", &[]).unwrap_err();
