@@ -664,17 +664,16 @@ async fn main() {
     let (inside_p99, inside_le) = bucket_quantile(&before.0[0], &after.0[0], 0.99);
     let outside_p99 = percentile(&to_next_step, 0.99);
     let rss_mib = rss as f64 / 1024.0;
-    let scope = if n == 200 && !cfg!(debug_assertions) {
-        String::new()
+    let build = if cfg!(debug_assertions) {
+        "debug"
     } else {
-        format!(
-            " [the targets are for 200 rollouts in a release build; this is {n}, {}]",
-            if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            }
-        )
+        "release"
+    };
+    let scope = match (n, build) {
+        (200, "release") => String::new(),
+        _ => {
+            format!(" [the targets are for 200 rollouts in a release build; this is {n}, {build}]")
+        }
     };
     println!(
         "  targets: peak RSS ≤ {RSS_TARGET_MIB} MiB: {} ({rss_mib:.1} MiB); reaction p99 ≤ 1 s: inside {} ({inside_p99:.3} s, bucket ≤ {inside_le}), outside {} ({outside_p99:.3} s){scope}",

@@ -70,6 +70,11 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> Option<&'a Value> {
     objects.iter().find(|o| o["kind"] == kind)
 }
 
+/// The entry called `name` of a list of named entries (volumes, volume mounts).
+fn named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|e| e["name"] == name)
+}
+
 /// Metric names the agent exposes (`# TYPE` lines of a fresh registry), with the series names
 /// Prometheus derives from them (`_total`, `_bucket`, `_count`, `_sum`).
 fn exposed_metrics() -> std::collections::BTreeSet<String> {
@@ -364,20 +369,10 @@ fn values_shape_the_manifests_and_bad_values_are_refused() {
         assert!(args.contains(&want), "{want} in {args:?}");
     }
     // The webhook secret file is the Secret's key, mounted read-only where the flag points.
-    let mount = c["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "webhook")
-        .expect("the webhook Secret is mounted");
+    let mount = named(&c["volumeMounts"], "webhook").expect("the webhook Secret is mounted");
     assert_eq!(mount["mountPath"], "/etc/fledge/webhook");
     assert_eq!(mount["readOnly"], true);
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "webhook")
-        .expect("a volume for the webhook Secret");
+    let volume = named(&pod["volumes"], "webhook").expect("a volume for the webhook Secret");
     assert_eq!(volume["secret"]["secretName"], "fledge-webhook");
     assert_eq!(volume["secret"]["items"][0]["key"], "secret");
     assert_eq!(volume["secret"]["items"][0]["path"], "secret");

@@ -380,11 +380,6 @@ pub fn score(spec: &AnalysisTemplateSpec, metrics: Vec<MetricResult>) -> Verdict
             g.weight * (g.passed + nodata) as f64 / g.total.max(1) as f64
         })
         .sum();
-    let best = if total_weight > 0.0 {
-        (100.0 * best_raw / total_weight).clamp(0.0, 100.0)
-    } else {
-        0.0
-    };
     let band = |score: f64| {
         if score >= spec.score.pass {
             Outcome::Pass
@@ -394,15 +389,17 @@ pub fn score(spec: &AnalysisTemplateSpec, metrics: Vec<MetricResult>) -> Verdict
             Outcome::Fail
         }
     };
-    // Normalise to 0-100 even if weights do not sum to 100.
-    let mut score = if total_weight > 0.0 {
-        (100.0 * raw / total_weight).clamp(0.0, 100.0)
-    } else {
-        0.0
+    // Normalise to 0-100 even if weights do not sum to 100 (0 without weight or when not finite).
+    let normalise = |raw: f64| {
+        let s = if total_weight > 0.0 {
+            (100.0 * raw / total_weight).clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        if s.is_finite() { s } else { 0.0 }
     };
-    if !score.is_finite() {
-        score = 0.0;
-    }
+    let mut score = normalise(raw);
+    let best = normalise(best_raw);
 
     let errors: Vec<&MetricResult> = metrics
         .iter()
